@@ -1,0 +1,320 @@
+"""Build the book: jupytext → papermill (profile parameters) → Jupyter Book 1.x HTML.
+
+``python -m pifs.build --profile small`` (what ``make book`` runs):
+
+1. removes any previous ``_build/html`` (a failed build never leaves a book that looks whole);
+2. converts each notebook listed in ``_toc.yml`` (``notebooks/*.md``, MyST via jupytext)
+   to ``.ipynb`` and executes it with papermill under the profile's parameters
+   (:mod:`pifs.profiles`), ``--jobs`` at a time, with a progress bar; each notebook's
+   wall time and status are recorded; claim records go to ``_build/claims/``;
+3. on the first notebook that raises: prints the notebook, the cell and the error,
+   keeps the executed copies (``_build/executed/``) for inspection, exits 1;
+4. collects all claim records into ``_build/claims.json`` and generates the
+   *Reproducibility report* and *Errata* pages from them;
+5. builds the HTML with Jupyter Book (execution off) with warnings as errors
+   (``-W -n --keep-going``) in a staging folder, and moves it to ``_build/html``
+   only when the build succeeded.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from .claims import load_records
+from .profiles import DEFAULT_PROFILE, PROFILES, front_matter, notebook_parameters
+
+__all__ = ["toc_notebooks", "execute_notebook", "build", "main"]
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook raised during execution."""
+
+
+def toc_notebooks(root=".") -> list[str]:
+    """Notebook stems listed in ``_toc.yml`` (entries ``notebooks/NAME``), in book order.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``_toc.yml`` or a listed notebook's ``.md`` source is missing.
+    """
+    root = Path(root)
+    toc = yaml.safe_load((root / "_toc.yml").read_text(encoding="utf-8"))
+    files: list[str] = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            f = node.get("file") or node.get("root")
+            if isinstance(f, str):
+                files.append(f)
+            for v in node.values():
+                if isinstance(v, (list, dict)):
+                    walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(toc)
+    out = []
+    for f in files:
+        p = Path(f)
+        if p.parts and p.parts[0] == "notebooks":
+            md = root / "notebooks" / f"{p.stem}.md"
+            if not md.is_file():
+                raise FileNotFoundError(f"_toc.yml lists {f} but {md} does not exist")
+            out.append(p.stem)
+    return out
+
+
+def _kernel_env(build_dir: Path, threads: int) -> dict:
+    """Environment for the kernels: this interpreter as kernel ``python3``, thread caps."""
+    kdir = build_dir / "jupyter" / "kernels" / "python3"
+    kdir.mkdir(parents=True, exist_ok=True)
+    (kdir / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (pifs)",
+        "language": "python",
+    }))
+    env = dict(os.environ)
+    env["JUPYTER_PATH"] = os.pathsep.join([str((build_dir / "jupyter").resolve()), env.get("JUPYTER_PATH", "")])
+    env["PIFS_CLAIMS_DIR"] = str((build_dir / "claims").resolve())
+    env["MPLBACKEND"] = "agg"
+    env["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[var] = str(threads)
+    return env
+
+
+def execute_notebook(stem: str, profile: str, root=".", build_dir="_build", seed: int = 0,
+                     timeout: int = 3600) -> dict:
+    """Convert ``notebooks/<stem>.md`` and execute it under ``profile``.
+
+    Parameters
+    ----------
+    stem : str
+        Notebook name without extension.
+    profile : {"smoke", "small", "full"}
+    root, build_dir : path-like
+        Repository root and build folder (executed copy: ``<build_dir>/executed/<stem>.ipynb``).
+    seed : int
+    timeout : int
+        Per-cell timeout in seconds.
+
+    Notes
+    -----
+    The kernel inherits this process's environment: :func:`build` sets it up
+    (kernel spec, claims folder, thread caps) before executing anything.
+
+    Returns
+    -------
+    dict with ``notebook``, ``status`` ("ok" or "failed"), ``seconds``, ``error``, ``cell``.
+    """
+    import jupytext
+    import papermill as pm
+
+    root, build_dir = Path(root), Path(build_dir)
+    md = root / "notebooks" / f"{stem}.md"
+    params = notebook_parameters(md, profile, seed)
+    (build_dir / "executed").mkdir(parents=True, exist_ok=True)
+    (build_dir / "claims").mkdir(parents=True, exist_ok=True)
+    src = build_dir / "executed" / f"{stem}.source.ipynb"
+    out = build_dir / "executed" / f"{stem}.ipynb"
+    nb = jupytext.read(md)
+    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
+    jupytext.write(nb, src, fmt="ipynb")
+    t0 = time.perf_counter()
+    rec = {"notebook": stem, "section": (front_matter(md).get("pifs") or {}).get("section", ""),
+           "profile": profile, "parameters": params, "status": "ok", "error": "", "cell": None}
+    try:
+        pm.execute_notebook(str(src), str(out), parameters=params, kernel_name="python3", cwd=str(root),
+                            progress_bar=False, log_output=False, execution_timeout=timeout)
+    except pm.PapermillExecutionError as exc:
+        rec.update(status="failed", cell=exc.exec_count, error=f"{exc.ename}: {exc.evalue}")
+    except Exception as exc:  # kernel died, timeout, ...
+        rec.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+    finally:
+        src.unlink(missing_ok=True)
+    rec["seconds"] = round(time.perf_counter() - t0, 1)
+    return rec
+
+
+def _environment() -> dict:
+    import importlib.metadata as md
+
+    versions = {}
+    for pkg in ("numpy", "scipy", "sympy", "torch", "diffusers", "matplotlib", "pandas", "jupyter-book",
+                "sphinx", "sphinx-proof", "papermill", "jupytext"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = "not installed"
+    gpu = "none"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = torch.cuda.get_device_name(0)
+    except Exception:
+        pass
+    from .data import find_cifar10
+
+    cifar = find_cifar10()
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "gpu": gpu,
+        "packages": versions,
+        "cifar10": str(cifar) if cifar else "not found (bundled images used where needed)",
+        "PIFS_DATA_DIR": os.environ.get("PIFS_DATA_DIR", ""),
+    }
+
+
+def _generate_pages(claims: list[dict], runs: list[dict], env: dict, profile: str, out_dir: Path):
+    from .report import errata_page, report_page
+
+    (out_dir / "report.md").write_text(report_page(claims, runs, env, profile), encoding="utf-8")
+    (out_dir / "errata.md").write_text(errata_page(claims, profile), encoding="utf-8")
+
+
+def build(profile: str = DEFAULT_PROFILE, root=".", build_dir="_build", jobs: int = 1, only=None,
+          html: bool = True, seed: int = 0, keep_going: bool = False) -> int:
+    """Run the whole build; returns the process exit code (0 on success).
+
+    Parameters
+    ----------
+    profile : {"smoke", "small", "full"}
+    jobs : int
+        Notebooks executed at once (each kernel gets ``max(1, cpu_count // jobs)`` threads).
+    only : list of str, optional
+        Execute only these notebooks (no HTML is built).
+    html : bool
+        Build the HTML book after executing.
+    keep_going : bool
+        Execute the remaining notebooks after a failure (still exits 1, no HTML).
+    """
+    if profile not in PROFILES:
+        raise ValueError(f"profile: expected one of {PROFILES}, got {profile!r}")
+    root, build_dir = Path(root).resolve(), Path(build_dir).resolve()
+    shutil.rmtree(build_dir / "html", ignore_errors=True)
+    stems = toc_notebooks(root)
+    if only:
+        unknown = [s for s in only if not (root / "notebooks" / f"{s}.md").is_file()]
+        if unknown:
+            raise ValueError(f"only: no notebooks/{unknown[0]}.md")
+        stems, html = list(only), False
+    else:
+        shutil.rmtree(build_dir / "claims", ignore_errors=True)
+    threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
+    saved_env = dict(os.environ)
+    os.environ.update(_kernel_env(build_dir, threads))  # once, before any kernel starts
+    try:
+        return _run(profile, root, build_dir, jobs, stems, html, seed, keep_going)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+
+
+def _run(profile, root, build_dir, jobs, stems, html, seed, keep_going) -> int:
+    from tqdm.auto import tqdm
+
+    runs: list[dict] = []
+    failed: list[dict] = []
+    t0 = time.perf_counter()
+    with cf.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool, \
+            tqdm(total=len(stems), desc=f"notebooks ({profile})", unit="nb") as bar:
+        futures = {pool.submit(execute_notebook, s, profile, root, build_dir, seed): s for s in stems}
+        for fut in cf.as_completed(futures):
+            rec = fut.result()
+            runs.append(rec)
+            bar.set_postfix_str(f"{rec['notebook']} {rec['status']} {rec['seconds']}s")
+            bar.update(1)
+            if rec["status"] != "ok":
+                failed.append(rec)
+                if not keep_going:
+                    for f in futures:
+                        f.cancel()
+    runs.sort(key=lambda r: stems.index(r["notebook"]))
+    (build_dir / "runs.json").write_text(json.dumps(runs, indent=1))
+    for r in runs:
+        print(f"  {r['notebook']:<28} {r['status']:<7} {r['seconds']:>7.1f} s")
+    if failed:
+        for r in failed:
+            where = f"cell {r['cell']}" if r["cell"] is not None else "execution"
+            print(f"\nBUILD FAILED: notebook {r['notebook']} ({where}): {r['error']}\n"
+                  f"  executed copy kept for inspection: {build_dir / 'executed' / (r['notebook'] + '.ipynb')}",
+                  file=sys.stderr)
+        print("No HTML was built.", file=sys.stderr)
+        return 1
+    claims = load_records(build_dir / "claims")
+    env = _environment()
+    meta = {"profile": profile, "seconds": round(time.perf_counter() - t0, 1), "environment": env, "runs": runs}
+    (build_dir / "claims.json").write_text(json.dumps({"build": meta, "claims": claims}, indent=1, ensure_ascii=False))
+    if not html:
+        print(f"executed {len(runs)} notebook(s); {len(claims)} claim records in {build_dir / 'claims.json'}")
+        return 0
+    return _build_html(root, build_dir, claims, runs, env, profile)
+
+
+def _build_html(root: Path, build_dir: Path, claims, runs, env, profile) -> int:
+    src = build_dir / "src"
+    shutil.rmtree(src, ignore_errors=True)
+    src.mkdir(parents=True)
+    for f in ("_config.yml", "_toc.yml"):
+        shutil.copy(root / f, src / f)
+    shutil.copytree(root / "book", src / "book")
+    if (root / "checkpoints").is_dir():  # images shown by the book (samples.png)
+        for png in (root / "checkpoints").rglob("*.png"):
+            dest = src / "checkpoints" / png.relative_to(root / "checkpoints")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(png, dest)
+    (src / "notebooks").mkdir()
+    for r in runs:
+        shutil.copy(build_dir / "executed" / f"{r['notebook']}.ipynb", src / "notebooks" / f"{r['notebook']}.ipynb")
+    _generate_pages(claims, runs, env, profile, src / "book")
+    stage = build_dir / "jb"
+    shutil.rmtree(stage, ignore_errors=True)
+    # the `jupyter-book` command of this interpreter (jupyter_book has no __main__ module)
+    cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(src),
+           "--path-output", str(stage), "-W", "-n", "--keep-going"]
+    print("building HTML: jupyter-book", " ".join(cmd[3:]))
+    proc = subprocess.run(cmd, cwd=root)
+    out = stage / "_build" / "html"
+    if proc.returncode != 0 or not (out / "index.html").is_file():
+        print("BUILD FAILED: Jupyter Book reported errors or warnings (see above); no HTML was kept.",
+              file=sys.stderr)
+        return 1
+    shutil.move(str(out), str(build_dir / "html"))
+    n = len(claims)
+    print(f"book built: {build_dir / 'html' / 'index.html'} ({len(runs)} notebooks, {n} claims, profile {profile})")
+    return 0
+
+
+def main(argv=None) -> int:
+    """Command line: ``python -m pifs.build [--profile P] [--jobs N] [--only NB ...] [--no-html]``."""
+    ap = argparse.ArgumentParser(prog="python -m pifs.build", description=__doc__.split("\n")[0])
+    ap.add_argument("--profile", default=DEFAULT_PROFILE, choices=PROFILES)
+    ap.add_argument("--jobs", type=int, default=1, help="notebooks executed at once")
+    ap.add_argument("--only", nargs="+", help="execute only these notebooks (no HTML)")
+    ap.add_argument("--no-html", action="store_true", help="execute and collect claims only")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--keep-going", action="store_true", help="execute all notebooks even after a failure")
+    ap.add_argument("--root", default=".")
+    ap.add_argument("--build-dir", default="_build")
+    a = ap.parse_args(argv)
+    return build(a.profile, a.root, a.build_dir, a.jobs, a.only, not a.no_html, a.seed, a.keep_going)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
