@@ -95,6 +95,7 @@ def _download() -> Path:
 def _read_batch(path: Path):
     with open(path, "rb") as f:
         d = pickle.load(f, encoding="latin1")
+    d = {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in d.items()}
     data = np.asarray(d["data"], dtype=np.uint8)
     if data.ndim != 2 or data.shape[1] != 3072:
         raise ValueError(f"{path}: expected 'data' of shape (n, 3072), got {data.shape}")
@@ -192,7 +193,7 @@ def to_model_scale(images_uint8):
     return x.astype(np.float32) / 127.5 - 1.0
 
 
-_BUNDLED = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "hubble_deep_field")
+_BUNDLED = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field")
 
 
 def bundled_images(n: int = 2048, size: int = 32, seed: int = 0):
@@ -200,7 +201,7 @@ def bundled_images(n: int = 2048, size: int = 32, seed: int = 0):
 
     The fallback natural-image set when CIFAR-10 is unavailable (no download
     needed): crops of the colour photographs ``astronaut``, ``chelsea``,
-    ``coffee``, ``rocket``, ``motorcycle_left`` and ``hubble_deep_field`` of
+    ``coffee``, ``rocket`` and ``hubble_deep_field`` of
     ``skimage.data``, each first downscaled by 4 so a crop holds object-scale
     structure as CIFAR-10 images do.
 

@@ -111,7 +111,7 @@ def errata_page(claims: list[dict], profile: str) -> str:
             if c["section"] != sec:
                 continue
             tol = f" (tolerance {_fmt(c['tol'])})" if c.get("tol") not in (None, "") else ""
-            lines += [f"**{c['id']}** — *{c['status']}* — {_doc(c['notebook'])}", "",
+            lines += [f"**{_esc(c['id'])}** — *{c['status']}* — {_doc(c['notebook'])}", "",
                       f"- paper: {_esc(c['paper'])}",
                       f"- computed: {_esc(c['computed'])}{tol}"]
             if c.get("note"):

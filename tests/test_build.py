@@ -1,0 +1,90 @@
+"""The build: dependencies in step, table of contents, profiles, and every notebook in `smoke`.
+
+The smoke executions run each notebook end to end (papermill, a real kernel) with the
+`smoke` profile's parameters: the contract that every notebook runs, not what it computes.
+"""
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pifs.build import build, toc_notebooks
+from pifs.profiles import PROFILES, front_matter, notebook_parameters
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = toc_notebooks(ROOT)
+
+
+def _names(reqs):
+    return {re.split(r"[<>=!~ \[]", r.strip(), maxsplit=1)[0].lower().replace("_", "-") for r in reqs}
+
+
+def test_environment_yml_matches_pyproject():
+    import tomllib
+
+    proj = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    py = _names(proj["dependencies"])
+    for extra in ("book", "test"):
+        py |= _names(proj["optional-dependencies"][extra])
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    conda = _names(d for d in env["dependencies"] if isinstance(d, str))
+    conda = {"torch" if n == "pytorch" else n for n in conda} - {"python", "pip"}
+    assert py == conda, f"only in pyproject: {sorted(py - conda)}; only in environment.yml: {sorted(conda - py)}"
+
+
+def test_every_notebook_is_in_the_toc():
+    on_disk = {p.stem for p in (ROOT / "notebooks").glob("*.md") if not p.stem.startswith("_")}
+    assert on_disk == set(NOTEBOOKS), f"not in _toc.yml: {sorted(on_disk - set(NOTEBOOKS))}"
+
+
+@pytest.mark.parametrize("stem", NOTEBOOKS)
+def test_profiles_declared_and_used(stem):
+    md = ROOT / "notebooks" / f"{stem}.md"
+    meta = front_matter(md)
+    assert meta.get("kernelspec", {}).get("name") == "python3"
+    assert (meta.get("pifs") or {}).get("section"), "front matter needs pifs.section"
+    text = md.read_text()
+    m = re.search(r"```\{code-cell\}[^\n]*\n:tags: \[parameters\]\n(.*?)```", text, re.S)
+    assert m, "no cell tagged `parameters`"
+    declared = set(re.findall(r"^([A-Za-z_]\w*)\s*=", m.group(1), re.M))
+    for profile in PROFILES:
+        params = notebook_parameters(md, profile)
+        missing = set(params) - declared
+        assert not missing, f"{profile}: parameters {sorted(missing)} not in the parameters cell"
+
+
+def test_unknown_profile_rejected():
+    with pytest.raises(ValueError, match="profile"):
+        notebook_parameters(ROOT / "notebooks" / "_template.md", "huge")
+
+
+@pytest.mark.parametrize("stem", NOTEBOOKS)
+def test_notebook_runs_in_smoke_profile(stem, tmp_path, monkeypatch):
+    monkeypatch.setenv("MPLBACKEND", "agg")
+    code = build("smoke", root=ROOT, build_dir=tmp_path, only=[stem])
+    assert code == 0, f"{stem} failed in smoke profile; see {tmp_path / 'executed' / (stem + '.ipynb')}"
+    assert (tmp_path / "claims" / f"{stem}.jsonl").read_text().strip(), "the notebook recorded no claim"
+
+
+def test_failing_notebook_stops_the_build_and_leaves_no_html(tmp_path, capsys):
+    root = tmp_path / "book"
+    (root / "notebooks").mkdir(parents=True)
+    shutil.copy(ROOT / "_config.yml", root)
+    shutil.copytree(ROOT / "book", root / "book")
+    (root / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n  - file: notebooks/boom\n")
+    (root / "notebooks" / "boom.md").write_text(
+        "---\nkernelspec: {name: python3, display_name: Python 3, language: python}\n"
+        "pifs: {section: '§0', profiles: {smoke: {}, small: {}, full: {}}}\n---\n# Boom\n\n"
+        "```{code-cell} ipython3\n:tags: [parameters]\nprofile = 'small'\nseed = 0\n```\n\n"
+        "```{code-cell} ipython3\nx = 1\n```\n\n```{code-cell} ipython3\nraise RuntimeError('kaboom')\n```\n")
+    html = tmp_path / "out" / "html"
+    html.mkdir(parents=True)
+    (html / "index.html").write_text("stale")
+    code = build("smoke", root=root, build_dir=tmp_path / "out")
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "boom" in err and "kaboom" in err and "cell" in err
+    assert not html.exists(), "a failed build must not leave HTML that looks whole"
+    assert (tmp_path / "out" / "executed" / "boom.ipynb").is_file(), "executed copy kept for inspection"
