@@ -56,6 +56,7 @@ __all__ = [
     "decode",
     "fixed_point",
     "OperatorNorms",
+    "operator_norm_l2",
     "operator_lipschitz",
     "psnr",
     "sierpinski_maps",
@@ -308,6 +309,33 @@ class FractalCode:
     allow_negative: bool = False
     collage_error: np.ndarray = field(default=None, repr=False)
 
+    def __post_init__(self):
+        """Validate and normalise the arrays (raises ValueError naming the field)."""
+        if len(tuple(self.shape)) != 2:
+            raise ValueError(f"shape: expected (H, W), got {self.shape!r}")
+        H, W = (int(v) for v in self.shape)
+        r = _check_int(self.range_size, "range_size")
+        _check_int(self.domain_stride, "domain_stride")
+        if H % r or W % r or H < 2 * r or W < 2 * r:
+            raise ValueError(f"shape: {(H, W)} must be multiples of range_size={r} and at least {2 * r}")
+        M = (H // r) * (W // r)
+        pos = np.asarray(self.domain_pos, dtype=np.int64)
+        sym = np.asarray(self.symmetry, dtype=np.int64)
+        s = np.asarray(self.s, dtype=np.float64)
+        o = np.asarray(self.o, dtype=np.float64)
+        if pos.shape != (M, 2):
+            raise ValueError(f"domain_pos: expected shape ({M}, 2), got {pos.shape}")
+        if (pos < 0).any() or (pos[:, 0] > H - 2 * r).any() or (pos[:, 1] > W - 2 * r).any():
+            raise ValueError("domain_pos: every 2r×2r domain block must lie inside the image")
+        if sym.shape != (M,) or (sym < 0).any() or (sym >= N_SYMMETRIES).any():
+            raise ValueError(f"symmetry: expected {M} indices in 0..7")
+        if s.shape != (M,) or o.shape != (M,) or not (np.isfinite(s).all() and np.isfinite(o).all()):
+            raise ValueError(f"s, o: expected {M} finite values each")
+        if not 0 < float(self.s_max) < 1 or (np.abs(s) > self.s_max).any():
+            raise ValueError(f"s: expected |s_k| <= s_max < 1 (s_max = {self.s_max!r}, max |s_k| = {np.abs(s).max():.4g})")
+        for name, val in (("shape", (H, W)), ("domain_pos", pos), ("symmetry", sym), ("s", s), ("o", o)):
+            object.__setattr__(self, name, val)
+
     @property
     def n_blocks(self) -> int:
         """Number M of range blocks."""
@@ -451,7 +479,7 @@ def _check_code(code):
 
 def _gather_index(code: FractalCode):
     """Source pixel indices (M, n, 4) and target pixel indices (M, n) of W."""
-    H, W = code.shape
+    W = code.shape[1]
     r = code.range_size
     n = r * r
     p_, q_ = np.divmod(np.arange(n), r)  # DS entry (p, q) of flat position m
@@ -494,7 +522,7 @@ def operator_matrix(code: FractalCode):
     code = _check_code(code)
     H, W = code.shape
     src, tgt = _gather_index(code)
-    M, n = tgt.shape
+    n = tgt.shape[1]
     vals = np.broadcast_to((code.s / 4.0)[:, None, None], src.shape)
     L = sparse.csr_matrix(
         (vals.ravel(), (np.repeat(tgt.ravel(), 4), src.ravel())), shape=(H * W, H * W)
@@ -580,15 +608,19 @@ def decode(code: FractalCode, n_iter: int = 10, start=None, return_history: bool
     return out
 
 
-def fixed_point(code: FractalCode) -> np.ndarray:
+def fixed_point(code: FractalCode, rtol: float = 1e-13) -> np.ndarray:
     """The attractor x* of the code: the unique solution of (I − L) x = c.
 
-    Solved directly with a sparse LU factorisation (scipy.sparse.linalg.spsolve),
-    not by iteration, so it is an independent reference for :func:`decode`.
+    Solved with a Krylov method (scipy.sparse.linalg.gmres, restart 50) rather than
+    by iterating W, so it is an independent reference for :func:`decode`. (A
+    direct sparse LU suffers heavy fill-in: minutes at 256×256.) I − L is
+    invertible because the spectral radius of L is ≤ ‖L‖∞ = max |s_k| < 1.
 
     Parameters
     ----------
     code : FractalCode
+    rtol : float > 0
+        Relative residual tolerance of GMRES.
 
     Returns
     -------
@@ -598,13 +630,23 @@ def fixed_point(code: FractalCode) -> np.ndarray:
     ------
     TypeError
         If ``code`` is not a FractalCode.
+    ValueError
+        If ``rtol`` is not positive.
+    RuntimeError
+        If GMRES does not reach ``rtol`` (residual reported).
     """
     from scipy import sparse
-    from scipy.sparse.linalg import spsolve
+    from scipy.sparse.linalg import gmres
 
+    if not rtol > 0:
+        raise ValueError(f"rtol: expected > 0, got {rtol!r}")
     L, c = operator_matrix(code)
-    A = (sparse.identity(L.shape[0], format="csc") - L.tocsc())
-    return spsolve(A, c).reshape(code.shape)
+    A = sparse.identity(L.shape[0], format="csr") - L
+    x, info = gmres(A, c, rtol=rtol, atol=0.0, restart=50, maxiter=2000)
+    res = float(np.linalg.norm(A @ x - c) / max(np.linalg.norm(c), 1e-300))
+    if info != 0 or res > 100 * rtol:
+        raise RuntimeError(f"fixed_point: GMRES did not converge (info={info}, relative residual {res:.3g})")
+    return x.reshape(code.shape)
 
 
 @dataclass(frozen=True)
@@ -636,15 +678,72 @@ class OperatorNorms:
     l2_converged: bool
 
 
+def operator_norm_l2(code: FractalCode, power: int = 1, tol: float = 1e-10, max_iter: int = 5000,
+                     seed: int = 0):
+    """Spectral norm ‖L^power‖₂ of the linear part of W, by power iteration.
+
+    Iterates v ← (L^p)ᵀ L^p v / ‖·‖ from a seeded Gaussian start; the estimate
+    √‖(L^p)ᵀ L^p v‖ increases monotonically to the largest singular value.
+    ‖L^p‖₂ is the ℓ2 Lipschitz constant of W^p (p-fold decoding).
+
+    Parameters
+    ----------
+    code : FractalCode
+    power : int >= 1
+    tol : float > 0
+        Stop when successive estimates differ by at most ``tol`` relatively.
+    max_iter : int >= 1
+    seed : int
+
+    Returns
+    -------
+    sigma : float
+    iterations : int
+    converged : bool
+
+    Raises
+    ------
+    TypeError
+        If ``code`` is not a FractalCode.
+    ValueError
+        For non-positive ``power``, ``tol`` or ``max_iter``.
+    """
+    L, _ = operator_matrix(code)
+    power = _check_int(power, "power")
+    if not tol > 0:
+        raise ValueError(f"tol: expected > 0, got {tol!r}")
+    max_iter = _check_int(max_iter, "max_iter")
+    LT = L.T.tocsr()
+    v = np.random.default_rng(seed).standard_normal(L.shape[1])
+    v /= np.linalg.norm(v)
+    sigma, converged, it = 0.0, False, 0
+    for it in range(1, max_iter + 1):
+        w = v
+        for _ in range(power):
+            w = L @ w
+        for _ in range(power):
+            w = LT @ w
+        lam = float(np.linalg.norm(w))  # → σ_max² as v → the top right singular vector
+        if lam == 0.0:
+            return 0.0, it, True
+        v = w / lam
+        new = float(np.sqrt(lam))
+        if abs(new - sigma) <= tol * new:
+            sigma, converged = new, True
+            break
+        sigma = new
+    return sigma, it, converged
+
+
 def operator_lipschitz(code: FractalCode, tol: float = 1e-10, max_iter: int = 5000, seed: int = 0) -> OperatorNorms:
     """Contraction factors of W in ℓ∞ (exact, closed form) and ℓ2 (power iteration).
 
     In ℓ∞, ‖W(x) − W(y)‖∞ ≤ max_k |s_k| ‖x − y‖∞ (each output pixel is s_k times an
     average of 4 inputs), with equality for x − y constant: the codec's clamp
-    s_max < 1 makes W a contraction there. In ℓ2 the factor is ‖L‖₂, which is
-    not bounded by max |s_k|: a 2r×2r domain block shared by m range blocks
-    contributes m copies of (s/2)·(orthogonal projection) and ‖L‖₂ can reach
-    max|s|·√m/2.
+    s_max < 1 makes W a contraction there. In ℓ2 the factor is ‖L‖₂
+    (:func:`operator_norm_l2`), which is not bounded by max |s_k|: a 2r×2r domain
+    block read by m range blocks contributes m copies of s·DS with ‖DS‖₂ = 1/2,
+    and ‖L‖₂ can reach max|s|·√m/2.
 
     Parameters
     ----------
@@ -667,29 +766,10 @@ def operator_lipschitz(code: FractalCode, tol: float = 1e-10, max_iter: int = 50
         For non-positive ``tol`` or ``max_iter``.
     """
     L, _ = operator_matrix(code)
-    if not tol > 0:
-        raise ValueError(f"tol: expected > 0, got {tol!r}")
-    max_iter = _check_int(max_iter, "max_iter")
     A = abs(L)
     linf = float(A.sum(axis=1).max())
     l1 = float(A.sum(axis=0).max())
-    rng = np.random.default_rng(seed)
-    v = rng.standard_normal(L.shape[1])
-    v /= np.linalg.norm(v)
-    LT = L.T.tocsr()
-    sigma, converged, it = 0.0, False, 0
-    for it in range(1, max_iter + 1):
-        w = LT @ (L @ v)
-        lam = float(np.linalg.norm(w))  # → σ_max² as v → top right singular vector
-        if lam == 0.0:
-            sigma, converged = 0.0, True
-            break
-        v = w / lam
-        new = np.sqrt(lam)
-        if abs(new - sigma) <= tol * new:
-            sigma, converged = new, True
-            break
-        sigma = new
+    sigma, it, converged = operator_norm_l2(code, 1, tol=tol, max_iter=max_iter, seed=seed)
     return OperatorNorms(linf=linf, l1=l1, l2=float(sigma), l2_upper=float(np.sqrt(l1 * linf)),
                          l2_iterations=it, l2_converged=converged)
 
@@ -899,9 +979,11 @@ def box_counting_dimension(points, epsilons=None):
     if span == 0:
         raise ValueError("points: all points coincide")
     u = (z - lo) / span
-    counts = np.array([
-        np.unique(np.minimum(np.floor(u / e), np.ceil(1 / e) - 1).astype(np.int64), axis=0).shape[0]
-        for e in eps
-    ], dtype=np.int64)
+    counts = np.empty(eps.size, dtype=np.int64)
+    for i, e in enumerate(eps):
+        nb = int(np.ceil(1.0 / e))
+        idx = np.minimum(np.floor(u / e), nb - 1).astype(np.int64)  # the point u = 1 joins the last box
+        key = np.ravel_multi_index(tuple(idx.T), (nb,) * idx.shape[1]) if nb ** idx.shape[1] < 2**62 else None
+        counts[i] = np.unique(key).size if key is not None else np.unique(idx, axis=0).shape[0]
     slope = np.polyfit(np.log(1.0 / eps), np.log(counts), 1)[0]
     return float(slope), eps, counts
