@@ -88,8 +88,9 @@ def _kernel_env(build_dir: Path, threads: int) -> dict:
     env = dict(os.environ)
     env["JUPYTER_PATH"] = os.pathsep.join([str((build_dir / "jupyter").resolve()), env.get("JUPYTER_PATH", "")])
     env["PIFS_CLAIMS_DIR"] = str((build_dir / "claims").resolve())
-    env["MPLBACKEND"] = "agg"
+    env["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"  # figures are captured in the notebook
     env["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
+    env["PYTHONHASHSEED"] = "0"  # same profile, same numbers (SymPy's algorithms follow set order)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[var] = str(threads)
     return env

@@ -258,6 +258,26 @@ class ClaimBook:
         return self._add(id, "re-derived" if zero else "does not hold", comp, paper, None,
                          note or assumptions_note, "symbolic")
 
+    def text(self, id, computed: str, *, paper: str, note=""):
+        """Compare a non-numeric item with the paper's (a cross-reference, a label, a formula as printed).
+
+        Parameters
+        ----------
+        id : str
+        computed : str
+            What our derivation or reading gives (e.g. ``"Theorem 17(c)"``).
+        paper : str
+            What the paper prints (e.g. ``"Theorem 17(d)"``).
+        note : str
+
+        Returns
+        -------
+        dict, ``status`` ``reproduced`` when the two strings are equal (after
+        stripping white space), else ``deviates``.
+        """
+        same = str(computed).strip() == str(paper).strip()
+        return self._add(id, "reproduced" if same else "deviates", str(computed), str(paper), None, note, "text")
+
     def needs_full(self, id, *, paper, note="", computed=None):
         """A claim that only the ``full`` profile (the paper's checkpoints and protocol) can check."""
         return self._add(id, "needs full profile", computed if computed is not None else "", paper, None, note, "full-only")

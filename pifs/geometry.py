@@ -41,7 +41,8 @@ def _pairs(alpha_bar):
 def _positive_lam(lam, name="lam"):
     lam = np.asarray(lam, dtype=np.float64)
     if np.isnan(lam).any() or (lam <= 0).any():
-        raise ValueError(f"{name}: patch variances λ must be > 0 (and not NaN); got min {np.nanmin(lam)!r}")
+        bad = lam[np.isnan(lam) | (lam <= 0)].ravel()[:3].tolist()
+        raise ValueError(f"{name}: patch variances λ must be > 0 and not NaN; got {bad}")
     return lam
 
 

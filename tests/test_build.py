@@ -61,8 +61,7 @@ def test_unknown_profile_rejected():
 
 
 @pytest.mark.parametrize("stem", NOTEBOOKS)
-def test_notebook_runs_in_smoke_profile(stem, tmp_path, monkeypatch):
-    monkeypatch.setenv("MPLBACKEND", "agg")
+def test_notebook_runs_in_smoke_profile(stem, tmp_path):
     code = build("smoke", root=ROOT, build_dir=tmp_path, only=[stem])
     assert code == 0, f"{stem} failed in smoke profile; see {tmp_path / 'executed' / (stem + '.ipynb')}"
     assert (tmp_path / "claims" / f"{stem}.jsonl").read_text().strip(), "the notebook recorded no claim"

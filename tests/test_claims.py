@@ -50,6 +50,8 @@ def test_symbolic_and_statement(book):
     assert rec["status"] == "does not hold" and "residual" in rec["computed"]
     assert book.statement("s1", True, paper="p", computed="c")["status"] == "reproduced"
     assert book.statement("s2", False, paper="p", computed="c")["status"] == "does not hold"
+    assert book.text("t1", "Theorem 17(c)", paper="Theorem 17(d)")["status"] == "deviates"
+    assert book.text("t2", "eq. (5) ", paper="eq. (5)")["status"] == "reproduced"
     assert book.needs_full("f", paper="1.0")["status"] == "needs full profile"
     assert book.other_model("o", 0.5, paper="1.0")["status"] == "not comparable"
 
