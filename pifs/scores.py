@@ -44,6 +44,8 @@ __all__ = [
     "EmpiricalScore",
     "DiffusersScore",
     "prepare_unet_for_forward_ad",
+    "MathAttnProcessor",
+    "tiny_unet",
 ]
 
 
@@ -489,8 +491,60 @@ class EmpiricalScore(ScoreModel):
 
 
 # ----------------------------------------------------------------------------- diffusers
-def _contiguous_hook(module, inputs, output):
-    return output.contiguous() if isinstance(output, torch.Tensor) else output
+class MathAttnProcessor:
+    """Attention processor for diffusers ``Attention`` modules, differentiable in forward mode.
+
+    Computes softmax(QKᵀ · scale + mask) V explicitly (the classic
+    ``AttnProcessor`` of diffusers), with two changes: the scores are up-cast
+    to float32 only for half-precision inputs (diffusers' ``upcast_softmax``
+    would otherwise *down*-cast a float64 model to float32 inside the softmax,
+    and its finite differences and JVPs disagree at the 1e-3 level), and the
+    output is made contiguous (it is a transposed view, on which the following
+    GroupNorm fails under forward-mode AD).
+    """
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            batch_size, channel, height, width = hidden_states.shape
+            hidden_states = hidden_states.reshape(batch_size, channel, height * width).transpose(1, 2)
+        batch_size, sequence_length, _ = (
+            hidden_states.shape if encoder_hidden_states is None else encoder_hidden_states.shape
+        )
+        attention_mask = attn.prepare_attention_mask(attention_mask, sequence_length, batch_size)
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        query = attn.to_q(hidden_states)
+        if encoder_hidden_states is None:
+            encoder_hidden_states = hidden_states
+        elif attn.norm_cross:
+            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
+        key = attn.to_k(encoder_hidden_states)
+        value = attn.to_v(encoder_hidden_states)
+        query = attn.head_to_batch_dim(query)
+        key = attn.head_to_batch_dim(key)
+        value = attn.head_to_batch_dim(value)
+        dtype = query.dtype
+        half = dtype in (torch.float16, torch.bfloat16)
+        if half and (attn.upcast_attention or attn.upcast_softmax):
+            query, key = query.float(), key.float()
+        scores = torch.matmul(query, key.transpose(-1, -2)) * attn.scale
+        if attention_mask is not None:
+            scores = scores + attention_mask.to(scores.dtype)
+        probs = scores.softmax(dim=-1).to(dtype)
+        hidden_states = torch.bmm(probs, value)
+        hidden_states = attn.batch_to_head_dim(hidden_states)
+        hidden_states = attn.to_out[0](hidden_states)
+        hidden_states = attn.to_out[1](hidden_states)
+        if input_ndim == 4:
+            hidden_states = hidden_states.transpose(-1, -2).reshape(batch_size, channel, height, width)
+        if attn.residual_connection:
+            hidden_states = hidden_states + residual
+        hidden_states = hidden_states / attn.rescale_output_factor
+        return hidden_states.contiguous()
 
 
 def prepare_unet_for_forward_ad(unet):
@@ -498,11 +552,10 @@ def prepare_unet_for_forward_ad(unet):
 
     The default attention processor calls ``scaled_dot_product_attention``,
     whose CPU flash kernel has no forward derivative. Every
-    ``diffusers.models.attention_processor.Attention`` module is switched to the
-    classic ``AttnProcessor`` (explicit softmax(QKᵀ)V, differentiable in both
-    modes) and gets a forward hook returning ``out.contiguous()`` (its output
-    is a transposed view, on which the next GroupNorm fails under forward AD).
-    Idempotent; modifies ``unet`` in place and returns it.
+    ``diffusers.models.attention_processor.Attention`` module is switched to
+    :class:`MathAttnProcessor` (the explicit math path, output made contiguous
+    so that the next GroupNorm works under forward AD). The function is the same
+    (up to round-off); idempotent; modifies ``unet`` in place and returns it.
 
     Parameters
     ----------
@@ -513,15 +566,54 @@ def prepare_unet_for_forward_ad(unet):
     -------
     the same module.
     """
-    from diffusers.models.attention_processor import Attention, AttnProcessor
+    from diffusers.models.attention_processor import Attention
 
     for m in unet.modules():
-        if isinstance(m, Attention):
-            m.set_processor(AttnProcessor())
-            if not getattr(m, "_pifs_contiguous_hook", False):
-                m.register_forward_hook(_contiguous_hook)
-                m._pifs_contiguous_hook = True
+        if isinstance(m, Attention) and not isinstance(m.processor, MathAttnProcessor):
+            m.set_processor(MathAttnProcessor())
     return unet
+
+
+def tiny_unet(sample_size: int = 8, channels=(16, 32), in_channels: int = 3, attention: bool = True, seed: int = 0):
+    """A small randomly initialised diffusers ``UNet2DModel`` (tests, benchmarks, examples).
+
+    Two resolution levels, one ResNet layer per block, GroupNorm with 8 groups,
+    and (with ``attention``) a self-attention block at the lower resolution (an
+    ``AttnDownBlock2D`` / ``AttnUpBlock2D`` pair, head dimension 8) so that the
+    forward-mode AD path through attention is exercised.
+
+    Parameters
+    ----------
+    sample_size : int
+        Image side H = W (divisible by 2).
+    channels : tuple of two ints
+        ``block_out_channels`` (multiples of 8).
+    in_channels : int
+        C (= out_channels).
+    attention : bool
+    seed : int
+        ``torch.manual_seed`` for the initialisation (the global RNG state is
+        restored afterwards).
+
+    Returns
+    -------
+    diffusers.UNet2DModel, float32, in eval mode.
+    """
+    from diffusers import UNet2DModel
+
+    state = torch.random.get_rng_state()
+    torch.manual_seed(int(seed))
+    try:
+        unet = UNet2DModel(
+            sample_size=int(sample_size), in_channels=in_channels, out_channels=in_channels,
+            block_out_channels=tuple(channels), layers_per_block=1,
+            down_block_types=("DownBlock2D", "AttnDownBlock2D" if attention else "DownBlock2D"),
+            up_block_types=("AttnUpBlock2D" if attention else "UpBlock2D", "UpBlock2D"),
+            norm_num_groups=8, attention_head_dim=8,
+        )
+    finally:
+        torch.random.set_rng_state(state)
+    return unet.eval()
 
 
 class DiffusersScore(torch.nn.Module, ScoreModel):
