@@ -162,11 +162,18 @@ def load_cifar10(root=None, train: bool = True, download: bool = True, limit: in
     missing = [n for n in names if not (folder / n).is_file()]
     if missing:
         raise DatasetNotFoundError(f"{folder}: missing batch files {missing}")
-    xs, ys = zip(*(_read_batch(folder / n) for n in names))
+    if limit is not None and (int(limit) != limit or limit < 1):
+        raise ValueError(f"limit: expected a positive integer, got {limit!r}")
+    xs, ys, have = [], [], 0
+    for n in names:  # read batches in order, only as many as needed
+        x, y = _read_batch(folder / n)
+        xs.append(x)
+        ys.append(y)
+        have += len(x)
+        if limit is not None and have >= limit:
+            break
     x, y = np.concatenate(xs), np.concatenate(ys)
     if limit is not None:
-        if int(limit) != limit or limit < 1:
-            raise ValueError(f"limit: expected a positive integer, got {limit!r}")
         x, y = x[: int(limit)], y[: int(limit)]
     return x, y
 
