@@ -61,7 +61,6 @@ from torch.func import vmap
 __all__ = [
     "DDIM50_PAPER_T",
     "paper_t_to_index",
-    "ddim_chain_indices",
     "chebyshev_distances",
     "power_iteration",
     "StepMeasurement",
@@ -104,22 +103,6 @@ def paper_t_to_index(tau) -> int:
     if tau < 0:
         raise ValueError(f"tau: expected τ >= 0, got {tau}")
     return int(tau) + 1
-
-
-def ddim_chain_indices(n_steps: int = 50, T: int = 1000) -> np.ndarray:
-    """Our training indices of diffusers' ``leading`` DDIM chain, increasing: τ·(T//n) + 1.
-
-    For 50 steps of T = 1000: 1, 21, ..., 981 (the paper's τ = 0, 20, ..., 980). The same
-    as :func:`pifs.models.ddim_timesteps`, repeated here so this module needs no model code.
-
-    Raises
-    ------
-    ValueError
-        Unless 1 ≤ n_steps ≤ T.
-    """
-    if int(n_steps) != n_steps or not 1 <= n_steps <= T:
-        raise ValueError(f"n_steps: expected an integer in 1..T={T}, got {n_steps!r}")
-    return np.arange(int(n_steps), dtype=np.int64) * (int(T) // int(n_steps)) + 1
 
 
 def chebyshev_distances(grid) -> np.ndarray:
@@ -502,7 +485,7 @@ class JacobianStudy:
     model : score model
         ``model(x, t)`` with ``model.alpha_bar`` (e.g. :class:`pifs.scores.DiffusersScore`).
     chain : array_like of int
-        Increasing training indices of the sampler (:func:`ddim_chain_indices`).
+        Increasing training indices of the sampler (:func:`pifs.schedules.ddim_timesteps`).
     measure_t : iterable of int
         Training indices (members of ``chain``) where the block structure is measured.
     seeds : iterable of int

@@ -51,7 +51,6 @@ __all__ = [
     "PatchStats",
     "patch_statistics",
     "training_index",
-    "chain",
     "trajectories",
     "clear_cache",
     "forward_marginal",
@@ -451,22 +450,6 @@ def training_index(printed, convention: str = "diffusers"):
         raise ValueError(f"printed: expected non-negative integer timesteps, got {printed!r}")
     out = p + 1 if convention == "diffusers" else p.copy()
     return int(out) if out.ndim == 0 else out.astype(np.int64)
-
-
-def chain(n_steps: int = 50, T: int = 1000) -> np.ndarray:
-    """Training indices of the n-step DDIM sampler (diffusers' "leading" spacing), increasing.
-
-    t_i = i·(T // n) + 1, i = 0..n−1 (50 steps: 1, 21, …, 981); the sampler steps
-    t_i → t_{i−1} (t_0 → 0). Same as :func:`pifs.models.ddim_timesteps`.
-
-    Raises
-    ------
-    ValueError
-        Unless 1 ≤ n_steps ≤ T.
-    """
-    if isinstance(n_steps, bool) or not isinstance(n_steps, numbers.Integral) or not 1 <= n_steps <= T:
-        raise ValueError(f"n_steps: expected an integer in 1..T = 1..{T}, got {n_steps!r}")
-    return np.arange(int(n_steps), dtype=np.int64) * (int(T) // int(n_steps)) + 1
 
 
 _TRAJ_CACHE: dict = {}

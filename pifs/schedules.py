@@ -29,6 +29,7 @@ __all__ = [
     "linear",
     "cosine",
     "subsample",
+    "ddim_timesteps",
     "shift_log_snr",
     "validate",
     "v",
@@ -186,6 +187,50 @@ def subsample(alpha_bar, timesteps) -> np.ndarray:
     if ts[0] < 1 or ts[-1] > a.size - 1:
         raise ValueError(f"timesteps: must lie in 1..T = 1..{a.size - 1}, got [{ts[0]}, {ts[-1]}]")
     return np.concatenate([[1.0], a[ts]])
+
+
+def ddim_timesteps(n_steps: int = 50, T: int = 1000, spacing: str = "leading") -> np.ndarray:
+    """Training indices t_1 < ... < t_N of an N-step DDIM sampler, in this package's indexing.
+
+    Reproduces the timesteps of diffusers' ``DDIMScheduler`` (``steps_offset = 0``) and
+    converts them with t = τ + 1 (diffusers' ``alphas_cumprod[τ]`` is our ᾱ_{τ+1}):
+
+    * ``"leading"`` (diffusers' default): τ_i = i·(T // N), i = 0..N−1; for N = 50,
+      T = 1000: t = 1, 21, ..., 981 (the paper's printed "980, 900, ... 20" are τ).
+    * ``"trailing"``: τ_i = round(T − i·T/N) − 1.
+    * ``"linspace"``: τ_i = round(linspace(0, T − 1, N)).
+
+    Parameters
+    ----------
+    n_steps : int, 1 <= n_steps <= T
+    T : int, >= 1
+        Training steps of the schedule.
+    spacing : {"leading", "trailing", "linspace"}
+
+    Returns
+    -------
+    numpy.ndarray of int64, shape (N,), strictly increasing, values in 1..T; pass it to
+    :func:`subsample` for the chain's schedule.
+
+    Raises
+    ------
+    ValueError
+        For ``n_steps`` outside 1..T, or an unknown ``spacing``.
+    """
+    if int(T) != T or T < 1:
+        raise ValueError(f"T: expected a positive integer, got {T!r}")
+    if int(n_steps) != n_steps or not 1 <= n_steps <= T:
+        raise ValueError(f"n_steps: expected an integer in 1..T = 1..{T}, got {n_steps!r}")
+    n, T = int(n_steps), int(T)
+    if spacing == "leading":
+        tau = np.arange(n, dtype=np.int64) * (T // n)
+    elif spacing == "trailing":
+        tau = np.round(np.arange(T, 0, -T / n)).astype(np.int64)[::-1] - 1
+    elif spacing == "linspace":
+        tau = np.round(np.linspace(0, T - 1, n)).astype(np.int64)
+    else:
+        raise ValueError(f"spacing: expected 'leading', 'trailing' or 'linspace', got {spacing!r}")
+    return tau + 1
 
 
 def v(alpha_bar) -> np.ndarray:

@@ -13,6 +13,7 @@ import torch
 
 from pifs import blockstats as bs
 from pifs.patches import patch_indices
+from pifs.schedules import ddim_timesteps
 
 torch.set_num_threads(1)
 
@@ -62,7 +63,7 @@ def test_chain_indices_match_diffusers():
     sch.set_timesteps(50)
     taus = [int(t) for t in sch.timesteps]
     assert taus == list(bs.DDIM50_PAPER_T)
-    assert list(bs.ddim_chain_indices(50, 1000)) == sorted(t + 1 for t in taus)
+    assert list(ddim_timesteps(50, 1000)) == sorted(t + 1 for t in taus)
     assert bs.paper_t_to_index(980) == 981
     with pytest.raises(ValueError):
         bs.paper_t_to_index(-1)

@@ -15,7 +15,7 @@ from scipy import stats as sst
 from pifs import experiments as E
 from pifs.geometry import expansion_function, moran_threshold
 from pifs.patches import patch_indices
-from pifs.schedules import linear, subsample
+from pifs.schedules import ddim_timesteps, linear, subsample
 from pifs.scores import GaussianScore
 
 SHAPE = (3, 8, 8)
@@ -48,12 +48,12 @@ def test_chain_matches_diffusers_ddim():
 
     sch = DDIMScheduler(num_train_timesteps=1000)
     sch.set_timesteps(50)
-    ours = E.chain(50, 1000)
+    ours = ddim_timesteps(50, 1000)
     assert np.array_equal(np.sort(sch.timesteps.numpy()) + 1, ours)  # diffusers τ = t − 1
     assert E.training_index(980) == 981 and E.training_index(601, "ours") == 601
     assert np.array_equal(E.training_index(np.array([0, 20])), [1, 21])
     with pytest.raises(ValueError, match="n_steps"):
-        E.chain(0)
+        ddim_timesteps(0)
     with pytest.raises(ValueError, match="convention"):
         E.training_index(3, "other")
     with pytest.raises(ValueError, match="printed"):

@@ -191,3 +191,25 @@ def test_bad_parameters():
 def test_subsample_rejects(ts):
     with pytest.raises(ValueError, match="timesteps"):
         S.subsample(S.linear(10), ts)
+
+
+@pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
+@pytest.mark.parametrize("n", [1, 7, 49, 50])
+def test_ddim_timesteps_match_diffusers(spacing, n):
+    from diffusers import DDIMScheduler
+
+    from pifs.schedules import ddim_timesteps
+
+    sched = DDIMScheduler(num_train_timesteps=1000, timestep_spacing=spacing)
+    sched.set_timesteps(n)
+    # diffusers' τ indexes alphas_cumprod from 0; ours is t = τ + 1
+    np.testing.assert_array_equal(ddim_timesteps(n, 1000, spacing), np.sort(sched.timesteps.numpy()) + 1)
+
+
+def test_ddim_timesteps_rejects_bad_input():
+    from pifs.schedules import ddim_timesteps
+
+    with pytest.raises(ValueError, match="n_steps"):
+        ddim_timesteps(0)
+    with pytest.raises(ValueError, match="spacing"):
+        ddim_timesteps(10, spacing="middle")
