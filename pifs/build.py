@@ -90,6 +90,9 @@ def _kernel_env(build_dir: Path, threads: int) -> dict:
     env["PIFS_CLAIMS_DIR"] = str((build_dir / "claims").resolve())
     env["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"  # figures are captured in the notebook
     env["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
+    # tqdm.auto (imported by diffusers) warns in a kernel without ipywidgets; progress bars
+    # are not part of the book
+    env["PYTHONWARNINGS"] = "ignore:IProgress not found"
     env["PYTHONHASHSEED"] = "0"  # same profile, same numbers (SymPy's algorithms follow set order)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[var] = str(threads)
