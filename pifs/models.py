@@ -383,7 +383,7 @@ def load_checkpoint(folder, *, device="cpu", dtype=torch.float32) -> Pretrained:
         raise PretrainedNotFoundError(
             f"{folder}: no 'config.json' (or 'unet/config.json'): not a diffusers UNet2DModel checkpoint folder"
         )
-    unet = UNet2DModel.from_pretrained(unet_dir, local_files_only=True)
+    unet = UNet2DModel.from_pretrained(unet_dir, local_files_only=True, low_cpu_mem_usage=False)
     if sched_sub is None and (sched_dir / "scheduler_config.json").is_file():
         scheduler = DDPMScheduler.from_pretrained(sched_dir, local_files_only=True)
     elif sched_sub is not None and (sched_dir / sched_sub / "scheduler_config.json").is_file():
@@ -428,7 +428,8 @@ def _hub_load(name: str, local_files_only: bool):
     errors = []
     for sub in (None, "unet"):
         try:
-            unet = UNet2DModel.from_pretrained(name, subfolder=sub, local_files_only=local_files_only)
+            unet = UNet2DModel.from_pretrained(name, subfolder=sub, local_files_only=local_files_only,
+                                                    low_cpu_mem_usage=False)
             break
         except (OSError, ValueError, EnvironmentError) as exc:  # diffusers raises EnvironmentError
             errors.append(exc)
@@ -757,7 +758,8 @@ def ddim_timesteps(n_steps: int = 50, T: int = T_TRAIN) -> np.ndarray:
 
 
 @torch.no_grad()
-def ddim_sample(model, x_T: torch.Tensor, alpha_bar=None, timesteps=None, progress: bool = False) -> torch.Tensor:
+def ddim_sample(model, x_T: torch.Tensor, alpha_bar=None, timesteps=None, progress: bool = False,
+                clip_x0: bool = False) -> torch.Tensor:
     """Deterministic DDIM sampling (η = 0; Song et al. 2021, the operator Φ_t of eq. (4)).
 
     x_{t_{i-1}} = √ᾱ_{t_{i-1}} x̂_0 + √(1 − ᾱ_{t_{i-1}}) ε̂, x̂_0 = (x_{t_i} − √(1 − ᾱ_{t_i}) ε̂)/√ᾱ_{t_i},
@@ -775,10 +777,14 @@ def ddim_sample(model, x_T: torch.Tensor, alpha_bar=None, timesteps=None, progre
         Default ``ddim_timesteps(50, T)``.
     progress : bool
         Show a tqdm bar.
+    clip_x0 : bool
+        Clamp x̂_0 to [−1, 1] at every step, keeping ε̂ (diffusers' default
+        ``DDIMScheduler(clip_sample=True)`` with ``use_clipped_model_output=False``). Not the
+        paper's operator; off by default.
 
     Returns
     -------
-    torch.Tensor, same shape and dtype as ``x_T``: x_0 (not clipped).
+    torch.Tensor, same shape and dtype as ``x_T``: x_0 (not clipped unless ``clip_x0``).
     """
     from pifs.schedules import validate
 
@@ -798,6 +804,8 @@ def ddim_sample(model, x_T: torch.Tensor, alpha_bar=None, timesteps=None, progre
         t, s = int(chain[i]), int(chain[i + 1])
         eps = model(x, t)
         x0 = (x - math.sqrt(1.0 - a[t]) * eps) / math.sqrt(a[t])
+        if clip_x0:
+            x0 = x0.clamp(-1.0, 1.0)
         x = math.sqrt(a[s]) * x0 + math.sqrt(1.0 - a[s]) * eps
     return x
 
@@ -851,9 +859,10 @@ def _cmd_sample(args) -> None:
     x_T = torch.randn((args.n, pre.unet.config.in_channels, pre.unet.config.sample_size,
                        pre.unet.config.sample_size), generator=g)
     ts = ddim_timesteps(args.steps, pre.alpha_bar.size - 1)
-    x0 = ddim_sample(pre.model, x_T, pre.alpha_bar, ts, progress=True)
+    x0 = ddim_sample(pre.model, x_T, pre.alpha_bar, ts, progress=True, clip_x0=args.clip_x0)
     save_image_grid(x0, args.out, scale=args.scale)
-    print(f"wrote {args.out}: {args.n} samples, {args.steps}-step DDIM (η = 0), seed {args.seed}, from {args.checkpoint}")
+    print(f"wrote {args.out}: {args.n} samples, {args.steps}-step DDIM (η = 0{', x0 clipped' if args.clip_x0 else ''}), "
+          f"seed {args.seed}, from {args.checkpoint}; {float((x0.abs() > 1).float().mean()):.1%} of values outside [-1, 1]")
 
 
 def main(argv=None) -> None:
@@ -873,6 +882,7 @@ def main(argv=None) -> None:
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--out", default="samples.png")
     s.add_argument("--scale", type=int, default=3, help="nearest-neighbour up-scaling of the PNG")
+    s.add_argument("--clip-x0", action="store_true", help="clamp x0-hat to [-1, 1] each step (diffusers' default)")
     training.add_finalize_arguments(sub.add_parser("finalize", help="export EMA weights, README, samples; drop state"))
     args = p.parse_args(argv)
     if args.cmd == "train":
