@@ -24,6 +24,7 @@ def _time(fn, repeats):
 
 def main():
     from pifs import models, training
+    from pifs.scores import DiffusersScore
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--checkpoint", default=None)
@@ -31,9 +32,8 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(1)
     unet = models.load_pretrained(a.checkpoint).unet if a.checkpoint else models.build_small_unet()
-    models.use_explicit_attention(unet)
     unet.requires_grad_(False)
-    m = models.EpsModel(unet)
+    m = DiffusersScore(unet, models.ddpm_alpha_bar())  # explicit attention: forward-mode AD works
     n = sum(p.numel() for p in unet.parameters())
     print(f"parameters: {n:,}  float32 size: {4 * n / 1e6:.2f} MB")
     x = torch.randn(1, 3, 32, 32)

@@ -15,7 +15,7 @@ Conventions
 * Timesteps: our training index t = 1..T (``alpha_bar[t]`` = ᾱ_t, ``alpha_bar[0] = 1``,
   see :mod:`pifs.schedules`). diffusers' UNet/scheduler timestep τ = 0..T−1 indexes
   ``alphas_cumprod[τ]`` = ᾱ_{τ+1}, so the network is called with τ = t − 1.
-  :class:`EpsModel` does that conversion: ``EpsModel(unet)(x, t) = unet(x, t − 1).sample``.
+  :class:`pifs.scores.DiffusersScore` does that conversion: ``DiffusersScore(unet, alpha_bar)(x, t) = unet(x, t − 1).sample``.
 * Checkpoint folder (the layout of ``google/ddpm-cifar10-32``): ``config.json`` +
   ``diffusion_pytorch_model.safetensors`` (UNet2DModel, EMA weights),
   ``scheduler_config.json`` (DDPMScheduler), plus ``metadata.json`` (data set, its
@@ -41,6 +41,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .schedules import ddim_timesteps
+from .scores import DiffusersScore, MathAttnProcessor
+
 __all__ = [
     "T_TRAIN",
     "BETA_START",
@@ -51,18 +54,14 @@ __all__ = [
     "build_small_unet",
     "ddpm_alpha_bar",
     "ddpm_scheduler",
-    "EpsModel",
     "Pretrained",
     "save_checkpoint",
     "load_checkpoint",
     "load_pretrained",
-    "ExplicitAttnProcessor",
     "attention_modules",
-    "use_explicit_attention",
     "capture_attention",
     "AttentionRecord",
     "attention_entropy",
-    "ddim_timesteps",
     "ddim_sample",
     "save_image_grid",
     "main",
@@ -191,55 +190,6 @@ def ddpm_scheduler(T: int = T_TRAIN):
     )
 
 
-def _as_index_tensor(t, batch: int, T: int, device) -> torch.Tensor:
-    """Training indices t (int or (B,) tensor) → long tensor (B,), checked to lie in 1..T."""
-    if isinstance(t, torch.Tensor):
-        if t.dtype.is_floating_point or t.dtype == torch.bool:
-            raise TypeError(f"t: expected integer training indices, got dtype {t.dtype}")
-        tt = t.to(device=device, dtype=torch.long).reshape(-1)
-        if tt.numel() == 1:
-            tt = tt.expand(batch)
-        elif tt.numel() != batch:
-            raise ValueError(f"t: expected a scalar or shape ({batch},), got shape {tuple(t.shape)}")
-    else:
-        if isinstance(t, bool) or int(t) != t:
-            raise TypeError(f"t: expected an integer training index, got {t!r}")
-        tt = torch.full((batch,), int(t), dtype=torch.long, device=device)
-    if not torch._C._functorch.is_batchedtensor(tt) and tt.numel() and (int(tt.min()) < 1 or int(tt.max()) > T):
-        raise ValueError(f"t: training indices must lie in 1..T = 1..{T}, got [{int(tt.min())}, {int(tt.max())}]")
-    return tt
-
-
-class EpsModel(torch.nn.Module):
-    """ε̂_θ(x, t) with the project's timestep convention, around a diffusers UNet2DModel.
-
-    Parameters
-    ----------
-    unet : diffusers.UNet2DModel
-        A ε-prediction UNet trained with diffusers' timestep τ = 0..T−1.
-    T : int
-        Number of training steps (1000 for the DDPM checkpoints).
-
-    Notes
-    -----
-    ``forward(x, t)``: x float (B, C, H, W) in [−1, 1]; t an int training index in 1..T or
-    a (B,) integer tensor; returns ε̂ of shape (B, C, H, W). Calls ``unet(x, t − 1)``.
-    Differentiable with ``torch.func`` (use :func:`use_explicit_attention` first for
-    forward-mode AD through attention, see DESIGN.md).
-    """
-
-    def __init__(self, unet, T: int = T_TRAIN):
-        super().__init__()
-        self.unet = unet
-        self.T = int(T)
-
-    def forward(self, x: torch.Tensor, t) -> torch.Tensor:  # noqa: D102
-        if not isinstance(x, torch.Tensor) or x.ndim != 4:
-            raise ValueError(f"x: expected a tensor of shape (B, C, H, W), got {getattr(x, 'shape', type(x))}")
-        tau = _as_index_tensor(t, x.shape[0], self.T, x.device) - 1
-        return self.unet(x, tau).sample
-
-
 # --------------------------------------------------------------------------- checkpoints
 
 
@@ -254,7 +204,7 @@ class Pretrained:
     scheduler : diffusers.DDPMScheduler
     alpha_bar : numpy.ndarray, float64, shape (T+1,)
         ᾱ in the project's convention (``alpha_bar[0] = 1``), from the scheduler's betas.
-    model : EpsModel
+    model : pifs.scores.DiffusersScore
         ``model(x, t)`` with t = 1..T.
     source : str
         The folder or hub name it came from.
@@ -265,7 +215,7 @@ class Pretrained:
     unet: object
     scheduler: object
     alpha_bar: np.ndarray
-    model: EpsModel
+    model: object
     source: str
     metadata: dict = field(default_factory=dict)
 
@@ -344,7 +294,7 @@ def _finish(unet, scheduler, source, metadata, device, dtype) -> Pretrained:
         unet = unet.to(dtype=dtype)
     unet = unet.to(device=device).eval()
     T = int(scheduler.config.num_train_timesteps)
-    return Pretrained(unet, scheduler, _alpha_bar_from_scheduler(scheduler), EpsModel(unet, T), str(source), metadata)
+    return Pretrained(unet, scheduler, _alpha_bar_from_scheduler(scheduler), DiffusersScore(unet, _alpha_bar_from_scheduler(scheduler), forward_ad=False), str(source), metadata)
 
 
 def load_checkpoint(folder, *, device="cpu", dtype=torch.float32) -> Pretrained:
@@ -536,79 +486,13 @@ def load_pretrained(name_or_path, *, device="cpu", dtype=torch.float32, probe_ti
 # --------------------------------------------------------------------------- attention
 
 
-class ExplicitAttnProcessor:
-    """A diffusers attention processor computing softmax(QKᵀ/√d) V explicitly.
-
-    Mathematically the same as diffusers' processors (no mask, no dropout at eval), but
-    with the attention matrix formed explicitly, so that (i) it can be recorded and
-    (ii) forward-mode AD (``torch.func.jvp``) works: the default CPU SDPA kernel has no
-    forward derivative (DESIGN.md). The output is made contiguous (GroupNorm downstream
-    fails on a non-contiguous view under forward AD).
-
-    Parameters
-    ----------
-    store : list or None
-        If a list, each call appends the probabilities, shape (B, heads, L, L_k), in the
-        model's dtype (float32 softmax for half precision).
-    detach : bool
-        Store detached copies (default) or the live tensors (to differentiate through them).
-    """
-
-    def __init__(self, store: list | None = None, detach: bool = True):
-        self.store = store
-        self.detach = detach
-
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
-        residual = hidden_states
-        if attn.spatial_norm is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-        input_ndim = hidden_states.ndim
-        if input_ndim == 4:
-            b, c, h, w = hidden_states.shape
-            hidden_states = hidden_states.reshape(b, c, h * w).transpose(1, 2)
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-        if encoder_hidden_states is None:
-            encoder_hidden_states = hidden_states
-        elif attn.norm_cross:
-            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
-        q = attn.to_q(hidden_states)
-        k = attn.to_k(encoder_hidden_states)
-        v = attn.to_v(encoder_hidden_states)
-        B, L, inner = q.shape
-        heads = attn.heads
-        d = inner // heads
-        q = q.reshape(B, L, heads, d).transpose(1, 2)  # (B, heads, L, d)
-        k = k.reshape(B, -1, heads, d).transpose(1, 2)
-        v = v.reshape(B, -1, heads, d).transpose(1, 2)
-        scores = torch.matmul(q, k.transpose(-1, -2)) * attn.scale
-        if attention_mask is not None:
-            mask = attn.prepare_attention_mask(attention_mask, k.shape[2], B)
-            scores = scores + mask.reshape(B, heads, -1, k.shape[2])
-        if scores.dtype in (torch.float16, torch.bfloat16):  # softmax in float32 for half precision
-            probs = scores.float().softmax(dim=-1).to(q.dtype)
-        else:
-            probs = scores.softmax(dim=-1)
-        if self.store is not None:
-            self.store.append(probs.detach().clone() if self.detach else probs)
-        out = torch.matmul(probs, v).transpose(1, 2).reshape(B, L, heads * d)
-        out = attn.to_out[0](out)
-        out = attn.to_out[1](out)
-        if input_ndim == 4:
-            out = out.transpose(-1, -2).reshape(b, c, h, w)
-        if attn.residual_connection:
-            out = out + residual
-        out = out / attn.rescale_output_factor
-        return out.contiguous()
-
-
 def attention_modules(model) -> dict:
     """The diffusers ``Attention`` modules of a model, by qualified name (in forward order).
 
     Parameters
     ----------
     model : torch.nn.Module
-        E.g. a ``UNet2DModel`` or an :class:`EpsModel` around one.
+        E.g. a ``UNet2DModel`` or a :class:`pifs.scores.DiffusersScore` around one.
 
     Returns
     -------
@@ -617,17 +501,6 @@ def attention_modules(model) -> dict:
     from diffusers.models.attention_processor import Attention
 
     return {n: m for n, m in model.named_modules() if isinstance(m, Attention)}
-
-
-def use_explicit_attention(model):
-    """Route every attention module of ``model`` through :class:`ExplicitAttnProcessor`.
-
-    Makes ``torch.func.jvp`` work through diffusers attention on CPU (DESIGN.md). Returns
-    ``model`` (modified in place). Outputs are unchanged up to float round-off.
-    """
-    for m in attention_modules(model).values():
-        m.set_processor(ExplicitAttnProcessor())
-    return model
 
 
 @dataclass
@@ -659,7 +532,7 @@ def capture_attention(model, detach: bool = True):
     """Record the attention probabilities of every attention module during forward passes.
 
     Inside the ``with`` block each ``Attention`` module of ``model`` uses an
-    :class:`ExplicitAttnProcessor` that stores softmax(QKᵀ/√d) (Vaswani et al. 2017; the
+    :class:`pifs.scores.MathAttnProcessor` that stores softmax(QKᵀ/√d) (Vaswani et al. 2017; the
     A_t of the paper's Theorem 23 and Table 6); on exit the original processors are
     restored. The model's outputs are unchanged.
 
@@ -692,7 +565,7 @@ def capture_attention(model, detach: bool = True):
     rec = AttentionRecord({n: [] for n in mods})
     try:
         for n, m in mods.items():
-            m.set_processor(ExplicitAttnProcessor(rec.probs[n], detach=detach))
+            m.set_processor(MathAttnProcessor(rec.probs[n], detach=detach))
         yield rec
     finally:
         for n, m in mods.items():
@@ -740,23 +613,6 @@ def attention_entropy(probs, reduce: bool = True, atol: float = 1e-4):
 # --------------------------------------------------------------------------- sampling
 
 
-def ddim_timesteps(n_steps: int = 50, T: int = T_TRAIN) -> np.ndarray:
-    """Training indices of an ``n_steps`` DDIM chain, increasing, in 1..T.
-
-    The "leading" spacing of diffusers' ``DDIMScheduler`` (its default): diffusers
-    timesteps τ_i = i·(T // n_steps), i = 0..n−1, i.e. our t_i = τ_i + 1 (for 50 steps:
-    1, 21, ..., 981).
-
-    Raises
-    ------
-    ValueError
-        Unless 1 ≤ n_steps ≤ T.
-    """
-    if int(n_steps) != n_steps or not 1 <= n_steps <= T:
-        raise ValueError(f"n_steps: expected an integer in 1..T={T}, got {n_steps!r}")
-    return np.arange(int(n_steps), dtype=np.int64) * (int(T) // int(n_steps)) + 1
-
-
 @torch.no_grad()
 def ddim_sample(model, x_T: torch.Tensor, alpha_bar=None, timesteps=None, progress: bool = False,
                 clip_x0: bool = False) -> torch.Tensor:
@@ -768,7 +624,7 @@ def ddim_sample(model, x_T: torch.Tensor, alpha_bar=None, timesteps=None, progre
     Parameters
     ----------
     model : callable
-        ``model(x, t) -> eps_hat`` with t a training index 1..T (e.g. :class:`EpsModel`).
+        ``model(x, t) -> eps_hat`` with t a training index 1..T (e.g. :class:`pifs.scores.DiffusersScore`).
     x_T : torch.Tensor, (B, C, H, W)
         Start noise (standard normal).
     alpha_bar : array_like, shape (T+1,), optional

@@ -501,7 +501,20 @@ class MathAttnProcessor:
     and its finite differences and JVPs disagree at the 1e-3 level), and the
     output is made contiguous (it is a transposed view, on which the following
     GroupNorm fails under forward-mode AD).
+
+    Parameters
+    ----------
+    store : list, optional
+        If given, every call appends the attention probabilities softmax(QKᵀ·scale),
+        shape (B, heads, L, L_k) (the A_t of Theorem 23 and Table 6); used by
+        :func:`pifs.models.capture_attention`.
+    detach : bool
+        Store detached copies (default) or the live tensors (to differentiate through them).
     """
+
+    def __init__(self, store: list | None = None, detach: bool = True):
+        self.store = store
+        self.detach = detach
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
         residual = hidden_states
@@ -535,6 +548,9 @@ class MathAttnProcessor:
         if attention_mask is not None:
             scores = scores + attention_mask.to(scores.dtype)
         probs = scores.softmax(dim=-1).to(dtype)
+        if self.store is not None:  # (B·heads, L, L_k) → (B, heads, L, L_k): head_to_batch_dim is batch-major
+            rec = probs.reshape(batch_size, attn.heads, probs.shape[-2], probs.shape[-1])
+            self.store.append(rec.detach().clone() if self.detach else rec)
         hidden_states = torch.bmm(probs, value)
         hidden_states = attn.batch_to_head_dim(hidden_states)
         hidden_states = attn.to_out[0](hidden_states)
@@ -624,7 +640,8 @@ class DiffusersScore(torch.nn.Module, ScoreModel):
     ``unet(x, t − 1)`` and ``model.alpha_bar = [1, *alphas_cumprod]``.
 
     The module is prepared for forward-mode AD at construction
-    (:func:`prepare_unet_for_forward_ad`). The output follows ``x``'s dtype only
+    (:func:`prepare_unet_for_forward_ad`) unless ``forward_ad=False`` (training, which
+    needs only reverse mode, keeps diffusers' fused attention). The output follows ``x``'s dtype only
     if the UNet's parameters have that dtype (``unet.double()`` for float64).
 
     Parameters
@@ -635,6 +652,8 @@ class DiffusersScore(torch.nn.Module, ScoreModel):
         Either our schedule, or any scheduler with ``alphas_cumprod`` (then
         ``alpha_bar = [1, *scheduler.alphas_cumprod]`` in float64). If omitted,
         ``DDPMScheduler.from_config(unet.config)`` is not guessed: it is an error.
+    forward_ad : bool
+        Switch the UNet's attention to :class:`MathAttnProcessor` (default True).
 
     Raises
     ------
@@ -644,7 +663,7 @@ class DiffusersScore(torch.nn.Module, ScoreModel):
         If the schedule is invalid.
     """
 
-    def __init__(self, unet, alpha_bar=None):
+    def __init__(self, unet, alpha_bar=None, forward_ad: bool = True):
         if not isinstance(unet, torch.nn.Module):
             raise TypeError(f"unet: expected a torch.nn.Module (diffusers UNet2DModel), got {type(unet).__name__}")
         if alpha_bar is None:
@@ -655,7 +674,7 @@ class DiffusersScore(torch.nn.Module, ScoreModel):
             alpha_bar = np.concatenate([[1.0], ac])
         torch.nn.Module.__init__(self)
         ScoreModel.__init__(self, alpha_bar)
-        self.unet = prepare_unet_for_forward_ad(unet)
+        self.unet = prepare_unet_for_forward_ad(unet) if forward_ad else unet
 
     def forward(self, x, t):
         """ε̂(x, t) = unet(x, t − 1).sample, shape (B, C, H, W).

@@ -36,6 +36,8 @@ import numpy as np
 import torch
 
 from pifs import models
+from pifs.schedules import ddim_timesteps
+from pifs.scores import DiffusersScore
 
 __all__ = [
     "min_snr_weight",
@@ -269,7 +271,7 @@ def dsm_loss(model, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, alph
     Parameters
     ----------
     model : callable
-        ``model(x, t) -> eps_hat`` with t training indices 1..T (:class:`pifs.models.EpsModel`).
+        ``model(x, t) -> eps_hat`` with t training indices 1..T (:class:`pifs.scores.DiffusersScore`).
     x0 : torch.Tensor, (B, C, H, W), float32 in [−1, 1]
     t : torch.Tensor, (B,), long, in 1..T
     noise : torch.Tensor, like ``x0``, standard normal
@@ -334,9 +336,8 @@ class Trainer:
         self.data_description = data_description
         self.alpha_bar = torch.from_numpy(models.ddpm_alpha_bar())
         self.unet = models.build_small_unet(seed=cfg.seed, **cfg.model_overrides).train()
-        self.model = models.EpsModel(self.unet)
-        if cfg.pifs_reg > 0:  # forward-mode AD through attention needs the explicit processor
-            models.use_explicit_attention(self.unet)
+        # forward-mode AD (the PIFS regulariser's JVPs) needs the explicit attention processor
+        self.model = DiffusersScore(self.unet, models.ddpm_alpha_bar(), forward_ad=cfg.pifs_reg > 0)
         self.ema = EMA(self.unet, cfg.ema_decay)
         self.opt = torch.optim.Adam(self.unet.parameters(), lr=cfg.lr)
         self.gen = torch.Generator().manual_seed(int(cfg.seed))
@@ -622,8 +623,8 @@ def _readme(meta: dict, out: Path, sample_cmd: str | None) -> str:
         "reg, lr, wall_s).",
     ]
     if sample_cmd:
-        lines += ["", f"`samples.png`: 16 samples, 50-step DDIM (η = 0) from the EMA weights, made with", "",
-                  f"```\n{sample_cmd}\n```"]
+        lines += ["", "`samples.png`: 16 samples, 50-step DDIM (η = 0, the paper's eq. (4), no clipping) from the EMA "
+                  "weights, made with", "", f"```\n{sample_cmd}\n```"]
     return "\n".join(lines) + "\n"
 
 
@@ -672,8 +673,17 @@ def finalize(out, state_dir=None, samples: bool = True, delete_state: bool = Fal
         pre = models.load_checkpoint(out)
         g = torch.Generator().manual_seed(0)
         x_T = torch.randn((16, 3, 32, 32), generator=g)
-        x0 = models.ddim_sample(pre.model, x_T, pre.alpha_bar, models.ddim_timesteps(50))
+        ts = ddim_timesteps(50)
+        x0 = models.ddim_sample(pre.model, x_T, pre.alpha_bar, ts)
         models.save_image_grid(x0, out / "samples.png", nrow=4, scale=3)
+        outside = float((x0.abs() > 1).float().mean())
+        xc = models.ddim_sample(pre.model, x_T, pre.alpha_bar, ts, clip_x0=True)
+        models.save_image_grid(xc, out / "samples_clip.png", nrow=4, scale=3)
+        sample_cmd += (f"\n```\n\n{outside:.0%} of the values of these unclipped samples lie outside [−1, 1] "
+                       f"(range [{float(x0.min()):.2f}, {float(x0.max()):.2f}]; clamped for display). "
+                       "`samples_clip.png`: the same noise with x̂_0 clamped to [−1, 1] at every step "
+                       "(diffusers' `DDIMScheduler` default), made with\n\n```\n"
+                       + sample_cmd.replace("samples.png", "samples_clip.png") + " --clip-x0")
     text = _readme(meta, out, sample_cmd) + (("\n" + notes.strip() + "\n") if notes else "")
     models._atomic_write_text(out / "README.md", text)
     if delete_state and st.is_file():

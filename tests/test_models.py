@@ -15,7 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from pifs import models, training
+from pifs import models
+from pifs.schedules import ddim_timesteps
+from pifs import training
+from pifs.scores import DiffusersScore
 
 TINY = dict(block_out_channels=(8, 16, 16), norm_num_groups=4)
 
@@ -66,7 +69,7 @@ def test_schedule_is_ddpm_linear_closed_form():
 
 def test_eps_model_timestep_convention_and_errors():
     unet = tiny_unet()
-    m = models.EpsModel(unet)
+    m = DiffusersScore(unet, models.ddpm_alpha_bar(), forward_ad=False)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         np.testing.assert_array_equal(m(x, 7).numpy(), unet(x, torch.tensor([6, 6])).sample.numpy())
@@ -100,7 +103,7 @@ def test_dsm_loss_weighting_matches_manual():
     x0 = torch.rand(4, 3, 32, 32) * 2 - 1
     noise = torch.randn_like(x0)
     t = torch.tensor([1, 50, 300, 900])
-    model = models.EpsModel(tiny_unet())
+    model = DiffusersScore(tiny_unet(), models.ddpm_alpha_bar(), forward_ad=False)
     with torch.no_grad():
         loss, mse = training.dsm_loss(model, x0, t, noise, ab, min_snr_gamma=5.0)
         a = ab[t].float().view(-1, 1, 1, 1)
@@ -146,7 +149,7 @@ def test_training_is_seeded_deterministic_and_resumable(tmp_path):
 def test_training_reduces_loss_on_a_fixed_batch():
     torch.manual_seed(0)
     unet = tiny_unet().train()
-    model = models.EpsModel(unet)
+    model = DiffusersScore(unet, models.ddpm_alpha_bar(), forward_ad=False)
     ab = torch.from_numpy(models.ddpm_alpha_bar())
     x0 = torch.from_numpy(rand_images(4).astype(np.float32) / 127.5 - 1)
     t = torch.tensor([100, 400, 700, 900])
@@ -278,8 +281,7 @@ def test_attention_entropy_against_closed_forms_and_scipy():
 
 
 def test_explicit_attention_supports_jvp_matching_finite_differences():
-    unet = models.use_explicit_attention(tiny_unet(seed=4).double())
-    m = models.EpsModel(unet)
+    m = DiffusersScore(tiny_unet(seed=4).double(), models.ddpm_alpha_bar())  # forward_ad: explicit attention
     g = torch.Generator().manual_seed(0)
     x = torch.randn(1, 3, 32, 32, generator=g, dtype=torch.float64)
     u = torch.randn(1, 3, 32, 32, generator=g, dtype=torch.float64)
@@ -297,9 +299,9 @@ def test_ddim_sample_matches_diffusers_ddim_scheduler():
     from diffusers import DDIMScheduler
 
     unet = tiny_unet(seed=6)
-    m = models.EpsModel(unet)
+    m = DiffusersScore(unet, models.ddpm_alpha_bar(), forward_ad=False)
     x_T = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    ts = models.ddim_timesteps(10)
+    ts = ddim_timesteps(10)
     ours = models.ddim_sample(m, x_T, timesteps=ts)
     sch = DDIMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
                         clip_sample=False, set_alpha_to_one=True, prediction_type="epsilon")
@@ -310,6 +312,16 @@ def test_ddim_sample_matches_diffusers_ddim_scheduler():
         for tau in sch.timesteps:
             x = sch.step(unet(x, tau).sample, tau, x, eta=0.0).prev_sample
     torch.testing.assert_close(ours, x, rtol=1e-4, atol=1e-4)
+    # with x̂_0 clipping: diffusers' default DDIMScheduler(clip_sample=True)
+    ours_c = models.ddim_sample(m, 3 * x_T, timesteps=ts, clip_x0=True)
+    sch_c = DDIMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
+                          clip_sample=True, set_alpha_to_one=True, prediction_type="epsilon")
+    sch_c.set_timesteps(10)
+    x = 3 * x_T
+    with torch.no_grad():
+        for tau in sch_c.timesteps:
+            x = sch_c.step(unet(x, tau).sample, tau, x, eta=0.0).prev_sample
+    torch.testing.assert_close(ours_c, x, rtol=1e-4, atol=1e-4)
 
 
 def test_save_image_grid(tmp_path):
