@@ -33,7 +33,7 @@ import yaml
 from .claims import load_records
 from .profiles import DEFAULT_PROFILE, PROFILES, front_matter, notebook_parameters
 
-__all__ = ["toc_notebooks", "execute_notebook", "build", "main"]
+__all__ = ["toc_notebooks", "execute_notebook", "preflight_full", "build", "main"]
 
 
 class NotebookFailed(RuntimeError):
@@ -192,6 +192,34 @@ def _generate_pages(claims: list[dict], runs: list[dict], env: dict, profile: st
     (out_dir / "errata.md").write_text(errata_page(claims, profile), encoding="utf-8")
 
 
+FULL_CIFAR10_TRAIN = 50_000
+
+
+def preflight_full() -> None:
+    """Check, before hours of GPU time, that the ``full`` profile has its data.
+
+    The paper's protocol needs all 50,000 CIFAR-10 training images (downloaded on
+    first use when online). A subset (such as a test fixture pointed to by
+    ``PIFS_DATA_DIR``) is refused rather than silently used. Pretrained weights are
+    checked where they are loaded (:func:`pifs.models.load_pretrained` fails fast
+    offline, saying what to download).
+
+    Raises
+    ------
+    pifs.data.DatasetNotFoundError
+        If CIFAR-10 cannot be found or downloaded, or holds fewer than 50,000 training images.
+    """
+    from .data import DatasetNotFoundError, find_cifar10, load_cifar10
+
+    x, _ = load_cifar10(train=True, download=True)
+    if len(x) < FULL_CIFAR10_TRAIN:
+        raise DatasetNotFoundError(
+            f"the full profile needs all {FULL_CIFAR10_TRAIN:,} CIFAR-10 training images; found {len(x):,} in "
+            f"{find_cifar10()} (a subset). Point PIFS_DATA_DIR at the complete official 'cifar-10-batches-py' "
+            "(or unset it to download it into the user cache), or build the `small` profile."
+        )
+
+
 def build(profile: str = DEFAULT_PROFILE, root=".", build_dir="_build", jobs: int = 1, only=None,
           html: bool = True, seed: int = 0, keep_going: bool = False) -> int:
     """Run the whole build; returns the process exit code (0 on success).
@@ -212,6 +240,14 @@ def build(profile: str = DEFAULT_PROFILE, root=".", build_dir="_build", jobs: in
         raise ValueError(f"profile: expected one of {PROFILES}, got {profile!r}")
     root, build_dir = Path(root).resolve(), Path(build_dir).resolve()
     shutil.rmtree(build_dir / "html", ignore_errors=True)
+    if profile == "full":
+        from .data import DatasetNotFoundError
+
+        try:
+            preflight_full()
+        except DatasetNotFoundError as exc:
+            print(f"BUILD FAILED before executing anything: {exc}", file=sys.stderr)
+            return 1
     stems = toc_notebooks(root)
     if only:
         unknown = [s for s in only if not (root / "notebooks" / f"{s}.md").is_file()]

@@ -87,3 +87,22 @@ def test_failing_notebook_stops_the_build_and_leaves_no_html(tmp_path, capsys):
     assert "boom" in err and "kaboom" in err and "cell" in err
     assert not html.exists(), "a failed build must not leave HTML that looks whole"
     assert (tmp_path / "out" / "executed" / "boom.ipynb").is_file(), "executed copy kept for inspection"
+
+
+def test_full_profile_refuses_a_cifar10_subset(tmp_path, monkeypatch, capsys):
+    """The `full` profile never silently runs on a subset of CIFAR-10."""
+    import pickle
+
+    import numpy as np
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(folder / name, "wb") as f:
+            pickle.dump({"labels": [0, 1], "data": np.zeros((2, 3072), np.uint8)}, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": []}, f)
+    monkeypatch.setenv("PIFS_DATA_DIR", str(tmp_path))
+    code = build("full", root=ROOT, build_dir=tmp_path / "out")
+    assert code == 1
+    assert "50,000" in capsys.readouterr().err
