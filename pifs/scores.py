@@ -139,6 +139,7 @@ class ScoreModel:
         return self.forward(x, t)
 
     def forward(self, x, t):  # pragma: no cover - abstract
+        """ε̂(x, t): x (B, n) or (B, C, H, W), t an int in 1..T or a (B,) tensor; returns x's shape."""
         raise NotImplementedError
 
 
