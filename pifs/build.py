@@ -314,11 +314,6 @@ def _build_html(root: Path, build_dir: Path, claims, runs, env, profile) -> int:
     for f in ("_config.yml", "_toc.yml"):
         shutil.copy(root / f, src / f)
     shutil.copytree(root / "book", src / "book")
-    if (root / "checkpoints").is_dir():  # images shown by the book (samples.png)
-        for png in (root / "checkpoints").rglob("*.png"):
-            dest = src / "checkpoints" / png.relative_to(root / "checkpoints")
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(png, dest)
     (src / "notebooks").mkdir()
     for r in runs:
         shutil.copy(build_dir / "executed" / f"{r['notebook']}.ipynb", src / "notebooks" / f"{r['notebook']}.ipynb")
