@@ -17,7 +17,9 @@ _SECTION_ORDER = ["§2", "§3", "§4", "§5", "§6", "§7", "Appendix A"]
 def _esc(x) -> str:
     """Escape a value for a markdown table cell."""
     s = _fmt(x) if not isinstance(x, str) else x
-    return s.replace("|", "\\|").replace("$", "\\$").replace("\n", " ")
+    for ch in ("\\", "|", "$", "*", "_", "`"):  # markdown / MyST specials (λ**, L*_t, n_k)
+        s = s.replace(ch, "\\" + ch)
+    return s.replace("\n", " ")
 
 
 def _section_key(sec: str):

@@ -81,5 +81,7 @@ def test_report_and_errata_pages(book):
     rep = report_page(book.records, runs, {"python": "3", "packages": {"numpy": "2"}}, "smoke")
     assert "| §9 |" in rep and "**2**" in rep and "99_test" in rep
     err = errata_page(book.records, "smoke")
-    assert "Table 1 · mean \\| L*" in err and "\\$x\\$" in err and "**ok**" not in err
+    assert "Table 1 · mean \\| L\\*" in err and "\\$x\\$" in err and "**ok**" not in err
     assert "No deviations" in errata_page(book.records[1:], "smoke")
+    book.number("§7.4 · λ** of n_k", 2.0, paper="1.0")
+    assert "λ\\*\\* of n\\_k" in errata_page(book.records, "smoke")
