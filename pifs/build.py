@@ -99,6 +99,16 @@ def _kernel_env(build_dir: Path, threads: int) -> dict:
     return env
 
 
+KERNEL_START_ATTEMPTS = 3
+
+
+def _kernel_start_failure(exc: BaseException) -> bool:
+    """True for a kernel that died while starting (no cell ran), e.g. two kernels started at
+    once on the same TCP port ("Address already in use"); such a start is retried."""
+    text = f"{type(exc).__name__}: {exc}"
+    return "Kernel died before replying to kernel_info" in text or "Address already in use" in text
+
+
 def execute_notebook(stem: str, profile: str, root=".", build_dir="_build", seed: int = 0,
                      timeout: int = 3600) -> dict:
     """Convert ``notebooks/<stem>.md`` and execute it under ``profile``.
@@ -140,12 +150,19 @@ def execute_notebook(stem: str, profile: str, root=".", build_dir="_build", seed
     rec = {"notebook": stem, "section": (front_matter(md).get("pifs") or {}).get("section", ""),
            "profile": profile, "parameters": params, "status": "ok", "error": "", "cell": None}
     try:
-        pm.execute_notebook(str(src), str(out), parameters=params, kernel_name="python3", cwd=str(root),
-                            progress_bar=False, log_output=False, execution_timeout=timeout)
-    except pm.PapermillExecutionError as exc:
-        rec.update(status="failed", cell=exc.exec_count, error=f"{exc.ename}: {exc.evalue}")
-    except Exception as exc:  # kernel died, timeout, ...
-        rec.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        for attempt in range(1, KERNEL_START_ATTEMPTS + 1):
+            rec["attempts"] = attempt
+            try:
+                pm.execute_notebook(str(src), str(out), parameters=params, kernel_name="python3", cwd=str(root),
+                                    progress_bar=False, log_output=False, execution_timeout=timeout)
+            except pm.PapermillExecutionError as exc:
+                rec.update(status="failed", cell=exc.exec_count, error=f"{exc.ename}: {exc.evalue}")
+            except Exception as exc:  # kernel died, timeout, ...
+                if _kernel_start_failure(exc) and attempt < KERNEL_START_ATTEMPTS:
+                    time.sleep(attempt)  # a port taken by a kernel starting beside it: start again
+                    continue
+                rec.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+            break
     finally:
         src.unlink(missing_ok=True)
     rec["seconds"] = round(time.perf_counter() - t0, 1)
@@ -274,8 +291,14 @@ def _run(profile, root, build_dir, jobs, stems, html, seed, keep_going) -> int:
     t0 = time.perf_counter()
     with cf.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool, \
             tqdm(total=len(stems), desc=f"notebooks ({profile})", unit="nb") as bar:
-        futures = {pool.submit(execute_notebook, s, profile, root, build_dir, seed): s for s in stems}
+        futures = {}
+        for i, s in enumerate(stems):
+            if i and i < jobs:
+                time.sleep(1.0)  # stagger the first kernel starts
+            futures[pool.submit(execute_notebook, s, profile, root, build_dir, seed)] = s
         for fut in cf.as_completed(futures):
+            if fut.cancelled():  # not started: an earlier notebook failed
+                continue
             rec = fut.result()
             runs.append(rec)
             bar.set_postfix_str(f"{rec['notebook']} {rec['status']} {rec['seconds']}s")

@@ -106,3 +106,31 @@ def test_full_profile_refuses_a_cifar10_subset(tmp_path, monkeypatch, capsys):
     code = build("full", root=ROOT, build_dir=tmp_path / "out")
     assert code == 1
     assert "50,000" in capsys.readouterr().err
+
+
+def test_kernel_start_failure_is_retried_and_cell_errors_are_not(tmp_path, monkeypatch):
+    """Two kernels started at once can collide on a port; that start is retried, a cell error is not."""
+    import papermill as pm
+
+    from pifs.build import execute_notebook
+
+    calls = []
+
+    def flaky(src, out, **kw):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("Kernel died before replying to kernel_info")
+        shutil.copy(src, out)
+
+    monkeypatch.setattr(pm, "execute_notebook", flaky)
+    rec = execute_notebook(NOTEBOOKS[0], "smoke", ROOT, tmp_path)
+    assert rec["status"] == "ok" and rec["attempts"] == 2
+
+    def broken(src, out, **kw):
+        calls.append(1)
+        raise pm.PapermillExecutionError(3, 3, "x = 1", "ValueError", "bad", [])
+
+    calls.clear()
+    monkeypatch.setattr(pm, "execute_notebook", broken)
+    rec = execute_notebook(NOTEBOOKS[0], "smoke", ROOT, tmp_path)
+    assert rec["status"] == "failed" and len(calls) == 1 and "ValueError" in rec["error"]
