@@ -58,6 +58,9 @@ from torch.func import jvp as _jvp
 from torch.func import vjp as _vjp
 from torch.func import vmap
 
+from . import jacobian as jac
+from .jacobian import _flat as _flat_map
+
 __all__ = [
     "DDIM50_PAPER_T",
     "paper_t_to_index",
@@ -136,15 +139,6 @@ def chebyshev_distances(grid) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- products
-def _flat_map(f, x):
-    shape = x.shape
-
-    def g(z):
-        return f(z.reshape(shape)).reshape(-1)
-
-    return g, x.detach().reshape(-1)
-
-
 def _check_idx(patch_idx, n):
     idx = np.asarray(patch_idx)
     if idx.ndim != 2 or not np.issubdtype(idx.dtype, np.integer):
@@ -157,7 +151,7 @@ def _check_idx(patch_idx, n):
 def power_iteration(f, x, iters: int, u0=None, seed: int = 0):
     """‖J_x f‖_op by power iteration on JᵀJ (one JVP + one VJP per iteration), with warm start.
 
-    The same recursion as :func:`pifs.jacobian.spectral_norm` (the paper's
+    A call of :func:`pifs.jacobian.spectral_norm` (the paper's
     PowerIter(J, K_PI), §7.1): w = J u, z = Jᵀ w, σ = ‖z‖/‖w‖, u ← z/‖z‖; each σ is a
     lower bound of ‖J‖_op. It also returns the last vector u so that a chain of steps
     can warm-start each step from its predecessor's estimate.
@@ -186,33 +180,7 @@ def power_iteration(f, x, iters: int, u0=None, seed: int = 0):
     ValueError
         If ``iters`` < 1 or ``u0`` has the wrong size or is zero.
     """
-    if int(iters) != iters or iters < 1:
-        raise ValueError(f"iters: expected a positive integer, got {iters!r}")
-    g, xf = _flat_map(f, x)
-    _, vjp_fn = _vjp(g, xf)
-    if u0 is None:
-        gen = torch.Generator().manual_seed(int(seed))
-        u = torch.randn(xf.numel(), generator=gen, dtype=torch.float64).to(device=xf.device, dtype=xf.dtype)
-    else:
-        u = torch.as_tensor(u0).detach().reshape(-1).to(device=xf.device, dtype=xf.dtype)
-        if u.numel() != xf.numel():
-            raise ValueError(f"u0: expected {xf.numel()} entries, got {u.numel()}")
-    nu = u.norm()
-    if not nu > 0:
-        raise ValueError("u0: the start vector must be non-zero")
-    u = u / nu
-    hist = []
-    for _ in range(int(iters)):
-        w = _jvp(g, (xf,), (u,))[1].detach()
-        z = vjp_fn(w)[0].detach()
-        nw, nz = w.norm(), z.norm()
-        if not (nw > 0 and nz > 0):
-            hist.append(0.0)
-            break
-        hist.append(float(nz / nw))
-        u = z / nz
-    hist = np.asarray(hist + [hist[-1]] * (int(iters) - len(hist)))
-    return float(hist[-1]), hist, u
+    return jac.spectral_norm(f, x, iters, seed, return_history=True, u0=u0, return_vector=True)
 
 
 # ----------------------------------------------------------------------------- one point

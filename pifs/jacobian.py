@@ -171,7 +171,8 @@ def dense_jacobian(f, x, chunk=None, memory_budget: int = 2**30, mode: str = "jv
     return J
 
 
-def spectral_norm(f, x, iters: int = 20, seed: int = 0, return_history: bool = False, u0=None):
+def spectral_norm(f, x, iters: int = 20, seed: int = 0, return_history: bool = False, u0=None,
+                  return_vector: bool = False):
     """‖J_x f‖_op by power iteration on JᵀJ, matrix-free (one JVP + one VJP per iteration).
 
     u_0 random unit (Gaussian, ``seed``); w_k = J u_k (JVP), z_k = Jᵀ w_k (VJP),
@@ -190,16 +191,21 @@ def spectral_norm(f, x, iters: int = 20, seed: int = 0, return_history: bool = F
     return_history : bool
         Also return σ_1..σ_K.
     u0 : torch.Tensor, optional
-        Starting vector (shape of x) instead of a random one.
+        Starting vector (x's shape, or flat with x's number of entries) instead of a
+        random one, e.g. the previous step's vector to warm-start a chain.
+    return_vector : bool
+        Also return the last unit vector u (flat, shape (n,)): the approximate top right
+        singular vector, for warm starts.
 
     Returns
     -------
-    float, or (float, numpy.ndarray of shape (iters,)) with ``return_history``.
+    float; with ``return_history`` and/or ``return_vector`` a tuple
+    (σ_K[, σ_1..σ_K as numpy.ndarray of shape (iters,)][, u]).
 
     Raises
     ------
     ValueError
-        If ``iters`` < 1 or ``u0`` has the wrong shape or is zero.
+        If ``iters`` < 1 or ``u0`` has the wrong size or is zero.
     """
     _check_point(f, x)
     if int(iters) != iters or iters < 1:
@@ -210,9 +216,10 @@ def spectral_norm(f, x, iters: int = 20, seed: int = 0, return_history: bool = F
         gen = torch.Generator().manual_seed(int(seed))
         u = torch.randn(xf.numel(), generator=gen, dtype=torch.float64).to(xf.dtype).to(xf.device)
     else:
-        if u0.shape != x.shape:
-            raise ValueError(f"u0: expected shape {tuple(x.shape)}, got {tuple(u0.shape)}")
-        u = u0.detach().reshape(-1).to(xf.dtype)
+        u0 = torch.as_tensor(u0)
+        if u0.shape != x.shape and u0.shape != xf.shape:
+            raise ValueError(f"u0: expected shape {tuple(x.shape)} or ({xf.numel()},), got {tuple(u0.shape)}")
+        u = u0.detach().reshape(-1).to(device=xf.device, dtype=xf.dtype)
     nu = u.norm()
     if not nu > 0:
         raise ValueError("u0: the starting vector must be non-zero")
@@ -234,7 +241,8 @@ def spectral_norm(f, x, iters: int = 20, seed: int = 0, return_history: bool = F
         u = z / nz
     hist = np.asarray(hist + [hist[-1]] * (int(iters) - len(hist)))
     sigma = float(hist[-1])
-    return (sigma, hist) if return_history else sigma
+    out = (sigma,) + ((hist,) if return_history else ()) + ((u,) if return_vector else ())
+    return out if len(out) > 1 else sigma
 
 
 def exact_spectral_norm(f, x, chunk=None):
