@@ -30,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-from .claims import load_records
+from .claims import load_records, validate
 from .profiles import DEFAULT_PROFILE, PROFILES, front_matter, notebook_parameters
 
 __all__ = ["toc_notebooks", "execute_notebook", "preflight_full", "build", "main"]
@@ -202,11 +202,97 @@ def _environment() -> dict:
     }
 
 
-def _generate_pages(claims: list[dict], runs: list[dict], env: dict, profile: str, out_dir: Path):
+def _generate_pages(claims: list[dict], runs: list[dict], env: dict, profile: str, out_dir: Path, titles=None):
     from .report import errata_page, report_page
 
     (out_dir / "report.md").write_text(report_page(claims, runs, env, profile), encoding="utf-8")
-    (out_dir / "errata.md").write_text(errata_page(claims, profile), encoding="utf-8")
+    (out_dir / "errata.md").write_text(errata_page(claims, profile, titles), encoding="utf-8")
+
+
+def is_plumbing(source: str) -> bool:
+    """True for a code cell that mostly records claims (hidden behind a toggle in the book).
+
+    A cell is plumbing when at least half of its code lines belong to top-level
+    statements that call ``claims.<method>`` (a claim check or the summary).
+    """
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return False
+    total = claim = 0
+    for st in tree.body:
+        n = (getattr(st, "end_lineno", st.lineno) or st.lineno) - st.lineno + 1
+        total += n
+        if any(isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+               and isinstance(node.func.value, ast.Name) and node.func.value.id == "claims"
+               for node in ast.walk(st)):
+            claim += n
+    return total > 0 and claim * 2 >= total
+
+
+_HIDE_TAGS = {"remove-cell", "remove-input", "hide-input", "hide-cell", "hide-output", "remove-output"}
+
+
+def prepare_chapter(executed: Path, dest: Path, claims: list[dict], stem: str) -> str:
+    """Copy an executed notebook into the book, shaped for a reader; return its title.
+
+    - under the title: the chapter's verdict counts and links to its errata entries;
+    - the notebook's default ``parameters`` cell is removed (the injected cell that shows
+      this build's values stays); claim-recording cells (:func:`is_plumbing`) get
+      ``hide-input``, so their tables show and their code is one click away.
+    """
+    import nbformat
+
+    from .report import chapter_header
+
+    nb = nbformat.read(str(executed), as_version=4)
+    title = stem
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "markdown" and cell.source.lstrip().startswith("# "):
+            title = cell.source.lstrip()[2:].splitlines()[0].strip()
+            head = chapter_header(claims, stem)
+            if head:
+                nb.cells.insert(i + 1, nbformat.v4.new_markdown_cell(head))
+            break
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        tags = list(cell.metadata.get("tags", []))
+        if "parameters" in tags and "injected-parameters" not in tags:
+            tags.append("remove-cell")
+        elif "injected-parameters" in tags:
+            cell.source = "# Parameters of this build (the profile's values, injected by papermill)\n" + \
+                "\n".join(ln for ln in cell.source.splitlines() if ln.strip() != "# Parameters")
+        elif not (_HIDE_TAGS & set(tags)) and is_plumbing(cell.source):
+            tags.append("hide-input")
+        if tags:
+            cell.metadata["tags"] = tags
+    nbformat.write(nb, str(dest))
+    return title
+
+
+def _stage_static(root: Path, src: Path) -> None:
+    """Static files the HTML loads, all shipped with it: the book's CSS and MathJax 3 (SVG output).
+
+    MathJax comes from the installed ``django-static-mathjax`` distribution (MathJax 3.2, Apache-2.0):
+    its single-file ``tex-svg-full.js`` needs no fonts or further downloads, so math renders
+    offline, over http and from file:// alike.
+    """
+    import importlib.util
+
+    static = src / "_pifs_static"
+    shutil.copytree(root / "book" / "_pifs_static", static, dirs_exist_ok=True)
+    spec = importlib.util.find_spec("mathjax")
+    mj = None
+    if spec and spec.submodule_search_locations:
+        mj = Path(list(spec.submodule_search_locations)[0]) / "static" / "mathjax" / "es5" / "tex-svg-full.js"
+    if mj is None or not mj.is_file():
+        raise FileNotFoundError("MathJax not found: install the book extras (pip install -e '.[book]', "
+                                "which brings django-static-mathjax)")
+    (static / "mathjax").mkdir(exist_ok=True)
+    shutil.copy(mj, static / "mathjax" / "tex-svg-full.js")
 
 
 FULL_CIFAR10_TRAIN = 50_000
@@ -321,6 +407,13 @@ def _run(profile, root, build_dir, jobs, stems, html, seed, keep_going) -> int:
         print("No HTML was built.", file=sys.stderr)
         return 1
     claims = load_records(build_dir / "claims")
+    problems = validate(claims, strict=profile != "smoke")
+    if problems:
+        print("\nBUILD FAILED: the claim records break the rules of a verdict:", file=sys.stderr)
+        for p in problems:
+            print(f"  - {p}", file=sys.stderr)
+        print("No HTML was built.", file=sys.stderr)
+        return 1
     env = _environment()
     meta = {"profile": profile, "seconds": round(time.perf_counter() - t0, 1), "environment": env, "runs": runs}
     (build_dir / "claims.json").write_text(json.dumps({"build": meta, "claims": claims}, indent=1, ensure_ascii=False))
@@ -338,9 +431,12 @@ def _build_html(root: Path, build_dir: Path, claims, runs, env, profile) -> int:
         shutil.copy(root / f, src / f)
     shutil.copytree(root / "book", src / "book")
     (src / "notebooks").mkdir()
+    titles = {}
     for r in runs:
-        shutil.copy(build_dir / "executed" / f"{r['notebook']}.ipynb", src / "notebooks" / f"{r['notebook']}.ipynb")
-    _generate_pages(claims, runs, env, profile, src / "book")
+        titles[r["notebook"]] = prepare_chapter(build_dir / "executed" / f"{r['notebook']}.ipynb",
+                                                src / "notebooks" / f"{r['notebook']}.ipynb", claims, r["notebook"])
+    _stage_static(root, src)
+    _generate_pages(claims, runs, env, profile, src / "book", titles)
     stage = build_dir / "jb"
     shutil.rmtree(stage, ignore_errors=True)
     # the `jupyter-book` command of this interpreter (jupyter_book has no __main__ module)

@@ -1,53 +1,112 @@
 """Claim checks: every numbered result, table cell and figure of the paper, checked.
 
 A notebook opens one :class:`ClaimBook` and records each check with one call.
-Every call displays a one-row table in the notebook (so the reader sees the
-paper's value, ours and the verdict where the claim is discussed) and appends
-a JSON record to ``<claims_dir>/<notebook>.jsonl``. The build collects the
-records of all notebooks into ``_build/claims.json`` and generates the
+Every call appends a JSON record to ``<claims_dir>/<notebook>.jsonl``; in a
+notebook the records of one cell are shown together, after the cell, as one
+table grouped by the paper's numbered result (so the paper's Table 1 is one
+table, not 26). The build collects the records of all notebooks into
+``_build/claims.json``, checks them (:func:`validate`) and generates the
 *Reproducibility report* and *Errata* pages from them.
 
-Statuses (DESIGN.md, plus one, see below)
------------------------------------------
-================== ==============================================================
-``re-derived``     the symbolic derivation holds (SymPy simplifies the difference to 0)
-``reproduced``     our number agrees with the paper's within the tolerance, or the
-                   statement holds on our computation
-``deviates``       our number disagrees with the paper's (listed on the errata page)
-``does not hold``  a statement that our derivation or a counter-example refutes (errata)
-``needs full profile`` not run in this profile (the paper's checkpoints / protocol)
-``not comparable`` our number comes from a different model or data than the paper's
-                   (e.g. the ``small`` profile's own CIFAR-10 model against
-                   google/ddpm-cifar10-32): shown side by side, never counted as
-                   agreement or disagreement. Added because the ``small`` profile
-                   must show every §7 table without pretending the numbers are
-                   the paper's experiment.
-================== ==============================================================
+Basis: what a record was computed on
+------------------------------------
+Every record carries a **basis** (a required argument of every check), because
+only the paper's own setting can convict the paper:
+
+=================== ====================================================== ==================
+basis               computed on                                            may be an erratum
+=================== ====================================================== ==================
+``paper``           the paper's own setting: its schedules, formulas,      yes
+                    data set (CIFAR-10, with the number of images used),
+                    its checkpoints
+``paper-numbers``   numbers printed in the paper (internal consistency:    yes, as
+                    a p-value from a printed ρ, a ratio of printed means)  ``inconsistent``
+``exact-model``     an exact score model (Gaussian, mixture, ideal         no
+                    denoiser) standing in for the paper's network
+``our-model``       a network trained by this project, or any model        no
+                    other than the paper's
+``substitute-data`` data other than the paper's (bundled photographs       no
+                    when CIFAR-10 is missing)
+=================== ====================================================== ==================
+
+Statuses
+--------
+On basis ``paper`` / ``paper-numbers`` (evidence about the paper):
+
+``re-derived``      the symbolic derivation holds (SymPy simplifies the difference to 0)
+``reproduced``      our number agrees within the tolerance, or the statement holds
+``deviates``        our number disagrees (errata, with the readings tried), basis ``paper``
+``does not hold``   a statement our derivation or a counter-example refutes (errata), basis ``paper``
+``inconsistent``    the paper's printed numbers contradict each other, basis ``paper-numbers``
+``needs full profile`` only the ``full`` profile (the paper's checkpoints) can decide it
+
+On the other bases (evidence about a model, never about the paper):
+
+``shown``           a prediction of the paper holds on the exact model / our model / substitute data
+``not shown``       it does not hold there
+``not comparable``  a number from another model or data, shown beside the paper's
+
+On any basis: ``illustrated`` -- holds by construction (an identity with one
+expression on both sides, an inequality that always holds, an input echoed
+back); shown for teaching and counted as no evidence.
 
 The computed value is always ours: the API has no way to copy the paper's value
 into it (``computed`` is required and recorded as given).
 """
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import math
 import numbers
 import os
 import re
+from collections import Counter
 from pathlib import Path
 
-__all__ = ["STATUSES", "ERRATA_STATUSES", "ClaimBook", "parse_paper_number", "load_records"]
+__all__ = [
+    "BASES", "PAPER_BASES", "STATUSES", "ERRATA_STATUSES", "EVIDENCE_STATUSES", "AGREE", "DISAGREE",
+    "ClaimBook", "parse_paper_number", "load_records", "validate", "ClaimsInvalid", "result_of",
+    "anchor", "badge", "format_value", "STATUS_STYLE",
+]
+
+BASES = ("paper", "paper-numbers", "exact-model", "our-model", "substitute-data")
+PAPER_BASES = ("paper", "paper-numbers")
 
 STATUSES = (
     "re-derived",
     "reproduced",
     "deviates",
     "does not hold",
+    "inconsistent",
     "needs full profile",
+    "shown",
+    "not shown",
     "not comparable",
+    "illustrated",
 )
-ERRATA_STATUSES = ("deviates", "does not hold")
+#: statuses listed on the errata page (only on a paper basis, enforced by :class:`ClaimBook`)
+ERRATA_STATUSES = ("deviates", "does not hold", "inconsistent")
+#: statuses that are evidence about the paper
+EVIDENCE_STATUSES = ("re-derived", "reproduced", "deviates", "does not hold", "inconsistent")
+AGREE = ("re-derived", "reproduced")
+DISAGREE = ERRATA_STATUSES
+
+#: badge symbol and colour per status (white text on the colour: legible in light and dark mode;
+#: the symbol and the word carry the meaning without the colour)
+STATUS_STYLE = {
+    "re-derived": ("∑✓", "#00695c"),
+    "reproduced": ("✓", "#2e7d32"),
+    "deviates": ("✗", "#c62828"),
+    "does not hold": ("⊘", "#ad1457"),
+    "inconsistent": ("≠", "#e65100"),
+    "needs full profile": ("⧗", "#6d5d00"),
+    "shown": ("●", "#1565c0"),
+    "not shown": ("○", "#4527a0"),
+    "not comparable": ("∥", "#546e7a"),
+    "illustrated": ("✎", "#6d4c41"),
+}
 
 _NUM = re.compile(r"^\s*([+-]?)(\d*)(?:\.(\d*))?(?:\s*(?:[eE]|[x×]\s*10\^?)\s*([+-−]?\d+))?\s*$")
 
@@ -72,7 +131,7 @@ def parse_paper_number(text: str):
     ValueError
         If ``text`` is not a plain decimal number.
     """
-    s = str(text).replace("−", "-").replace("+", "+").strip()
+    s = str(text).replace("−", "-").strip()
     m = _NUM.match(s)
     if not m or (not m.group(2) and not m.group(3)):
         raise ValueError(f"paper: cannot parse {text!r} as a printed number")
@@ -85,6 +144,7 @@ def parse_paper_number(text: str):
 
 
 def _fmt(x):
+    """Full-precision text of a recorded value (claims.json keeps the value itself)."""
     if x is None:
         return ""
     if isinstance(x, bool):
@@ -101,6 +161,55 @@ def _fmt(x):
     return str(x)
 
 
+def _printed_decimals(paper) -> int | None:
+    """Digits after the point of a printed paper number (``"0.805"`` → 3), None if not a number."""
+    if not isinstance(paper, str):
+        return None
+    try:
+        parse_paper_number(paper)
+    except ValueError:
+        return None
+    s = paper.replace("−", "-").strip()
+    mant = re.split(r"[eE]|[x×]", s)[0]
+    return len(mant.split(".")[1]) if "." in mant else 0
+
+
+def format_value(x, paper=None) -> str:
+    """A value as shown in a claim table: rounded to the paper's printed digits plus one.
+
+    Parameters
+    ----------
+    x : number, str, bool or None
+        The recorded value.
+    paper : str, optional
+        The paper's value as printed; a plain number sets the rounding (one digit more
+        than printed, in the same notation). Without one, 4 significant digits.
+
+    Returns
+    -------
+    str
+    """
+    if x is None:
+        return ""
+    if isinstance(x, bool) or not isinstance(x, numbers.Real):
+        return _fmt(x)
+    x = float(x)
+    if not math.isfinite(x):
+        return str(x)
+    if isinstance(x, float) and x.is_integer() and abs(x) < 1e6 and not isinstance(paper, str):
+        return str(int(x))
+    d = _printed_decimals(paper)
+    if d is not None:
+        s = paper.replace("−", "-")
+        if re.search(r"[eE]|[x×]", s):  # scientific: same exponent style, one more significant digit
+            sig = len(re.sub(r"[^0-9]", "", re.split(r"[eE]|[x×]", s)[0]).lstrip("0")) or 1
+            return f"{x:.{sig}e}"
+        return f"{x:.{d + 1}f}"
+    if x != 0 and (abs(x) >= 1e5 or abs(x) < 1e-3):
+        return f"{x:.3e}"
+    return f"{x:.4g}"
+
+
 def _jsonable(x):
     if x is None or isinstance(x, (str, bool)):
         return x
@@ -109,7 +218,48 @@ def _jsonable(x):
     if isinstance(x, numbers.Real):
         x = float(x)
         return x if math.isfinite(x) else str(x)
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
     return str(x)
+
+
+_RESULT = re.compile(r"^((?:Theorem|Definition|Proposition|Corollary|Lemma|Table|Figure|Remark)\s+\d+"
+                     r"|eq\.\s*\(\d+\)|§\s*[0-9]+(?:\.[0-9]+)*|Appendix\s+[A-Z])")
+
+
+def result_of(claim_id: str) -> str:
+    """The numbered result a claim id belongs to: its first ``·`` field, normalised.
+
+    ``"Theorem 17(b) · diagonal"`` → ``"Theorem 17"``; ``"Table 1 · Linear · mean L*"`` →
+    ``"Table 1"``; ``"§6.2 · λ*(1)"`` → ``"§6.2"``; anything else: the first field as is.
+    """
+    head = claim_id.split(" · ")[0].strip()
+    m = _RESULT.match(head)
+    return re.sub(r"\s+", " ", m.group(1)).replace("§ ", "§") if m else head
+
+
+def anchor(notebook: str, claim_id: str) -> str:
+    """The HTML id of a claim's row: readable prefix plus a hash of (notebook, id)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", claim_id.lower()).strip("-")[:40].strip("-")
+    h = hashlib.sha1(f"{notebook}\x00{claim_id}".encode()).hexdigest()[:8]
+    return f"claim-{slug}-{h}" if slug else f"claim-{h}"
+
+
+def badge(status: str) -> str:
+    """HTML badge of a status: symbol, word and colour (``class="pifs-badge"``)."""
+    sym, col = STATUS_STYLE.get(status, ("?", "#000"))
+    cls = "pifs-badge pifs-" + re.sub(r"[^a-z]+", "-", status)
+    return (f"<span class='{cls}' style='background:{col};color:#fff;border-radius:0.7em;"
+            f"padding:0 0.5em;white-space:nowrap;font-size:0.85em'>{sym} {html.escape(status)}</span>")
+
+
+class Record(dict):
+    """A claim record (a plain ``dict``) that shows nothing when it is a cell's last value."""
+
+    def _ipython_display_(self):  # the cell's claim table shows it
+        return None
 
 
 class ClaimBook:
@@ -128,12 +278,18 @@ class ClaimBook:
         ``_build/claims`` under the current directory. The file is truncated on
         construction so re-running a notebook does not duplicate records.
     display : bool
-        Show a row in the notebook for each check (default True).
+        In IPython, show each cell's records as one table after the cell (default True).
+
+    Notes
+    -----
+    Every check takes ``basis`` (one of :data:`BASES`) as a required keyword. On a
+    non-paper basis a check can never produce an erratum status: a number becomes
+    ``not comparable`` and a statement ``shown`` / ``not shown``.
 
     Examples
     --------
     >>> book = ClaimBook("06_practical", "§6", profile="small")      # doctest: +SKIP
-    >>> book.number("Table 1 · Linear · mean L*", L.mean(), paper="0.805")  # doctest: +SKIP
+    >>> book.number("Table 1 · Linear · mean L*", L.mean(), paper="0.805", basis="paper")  # doctest: +SKIP
     """
 
     def __init__(self, notebook: str, section: str, profile: str = "small", claims_dir=None, display: bool = True):
@@ -147,21 +303,33 @@ class ClaimBook:
         self.records: list[dict] = []
         self._display = display
         self._ids: set[str] = set()
+        self._pending: list[dict] = []
+        self._hooked = False
 
     # -- recording ---------------------------------------------------------------
-    def _add(self, id, status, computed, paper=None, tol=None, note="", kind="number", evidence=""):
+    def _add(self, id, status, computed, paper=None, tol=None, note="", kind="number", evidence="",
+             *, basis, result=None, key=None, readings=None):
         if status not in STATUSES:
             raise ValueError(f"status: expected one of {STATUSES}, got {status!r}")
         if not id or not isinstance(id, str):
             raise ValueError("id: expected the paper's numbering, e.g. 'Theorem 17(b)'")
+        if basis not in BASES:
+            raise ValueError(f"basis: expected one of {BASES}, got {basis!r} (claim {id!r})")
+        if status in ERRATA_STATUSES and basis not in PAPER_BASES:
+            raise ValueError(f"{id}: status {status!r} on basis {basis!r}: only the paper's own setting "
+                             "('paper', 'paper-numbers') can convict the paper")
         if id in self._ids:
             raise ValueError(f"id: claim {id!r} recorded twice in {self.notebook}")
         self._ids.add(id)
-        rec = {
+        rec = Record({
             "id": id,
+            "result": result or result_of(id),
+            "key": key or id,
             "section": self.section,
             "notebook": self.notebook,
+            "anchor": anchor(self.notebook, id),
             "profile": self.profile,
+            "basis": basis,
             "kind": kind,
             "paper": _jsonable(paper),
             "computed": _jsonable(computed),
@@ -169,15 +337,38 @@ class ClaimBook:
             "status": status,
             "note": note,
             "evidence": evidence,
-        }
+            "readings": _jsonable(readings) if readings is not None else None,
+        })
         self.records.append(rec)
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        if self._display:
-            _show([rec])
+        self._queue(rec)
         return rec
 
-    def number(self, id, computed, paper, *, tol=None, rtol=None, note=""):
+    @staticmethod
+    def _check_basis(basis, id):
+        if basis not in BASES:
+            raise ValueError(f"basis: expected one of {BASES}, got {basis!r} (claim {id!r})")
+
+    def _readings(self, id, readings, pval, tol):
+        """Evaluate alternative readings ``{label: value}`` against the paper value."""
+        if readings is None:
+            return None
+        if isinstance(readings, dict):
+            items = list(readings.items())
+        else:
+            items = [tuple(r) for r in readings]
+        if not items:
+            raise ValueError(f"{id}: readings: expected at least one (label, value) pair")
+        out = []
+        for label, v in items:
+            v = float(v)
+            out.append({"reading": str(label), "value": v,
+                        "matches": bool(math.isfinite(v) and abs(v - pval) <= tol * (1 + 1e-9))})
+        return out
+
+    def number(self, id, computed, paper, *, basis, tol=None, rtol=None, note="", readings=None,
+               result=None, key=None):
         """Compare a computed number with a number printed in the paper.
 
         Parameters
@@ -189,17 +380,38 @@ class ClaimBook:
         paper : str or float
             The paper's value; pass the string *as printed* (``"0.805"``) so the
             default tolerance is the half-unit of its last printed digit.
+        basis : str
+            One of :data:`BASES` (required).
         tol, rtol : float, optional
             Absolute / relative tolerance overriding the printed-digit default
             (use when the paper's text says "≈" or rounds loosely; say why in ``note``).
+            The tolerance must be smaller than the effect a check tests.
         note : str
+            The computation or explanation (required for a deviation on basis ``paper``:
+            the build rejects an erratum without one).
+        readings : dict or list of (str, float), optional
+            Alternative readings a careful reader could have used (pixel scale, 0/1-based
+            t, which chain, ...) with the value each gives. Each is compared with the
+            paper's value under the same tolerance and recorded with ``matches``; the
+            verdict stays on the paper's stated convention (``computed``).
+        result, key : str, optional
+            The numbered result (default: from ``id``, see :func:`result_of`) and the key
+            of the paper statement for the one-verdict check (default: ``id``).
 
         Returns
         -------
         dict
-            The record; ``status`` is ``reproduced`` if |computed − paper| ≤ tol
-            else ``deviates``.
+            The record. Basis ``paper``: ``reproduced`` if |computed − paper| ≤ tol else
+            ``deviates``; ``paper-numbers``: ``reproduced`` / ``inconsistent``; any other
+            basis: ``not comparable`` (shown beside the paper's, never an erratum).
+
+        Raises
+        ------
+        ValueError
+            For an unknown basis, an unparseable printed value without ``tol``, or a
+            duplicate id.
         """
+        self._check_basis(basis, id)
         if isinstance(paper, str):
             pval, half = parse_paper_number(paper)
         else:
@@ -212,53 +424,105 @@ class ClaimBook:
             if tol == 0:
                 raise ValueError(f"{id}: give tol= or the paper value as printed (a string)")
         ok = math.isfinite(c) and abs(c - pval) <= tol * (1 + 1e-9)
-        return self._add(id, "reproduced" if ok else "deviates", c, paper, tol, note)
+        if basis == "paper":
+            status = "reproduced" if ok else "deviates"
+        elif basis == "paper-numbers":
+            status = "reproduced" if ok else "inconsistent"
+        else:
+            status = "not comparable"
+        return self._add(id, status, c, paper, tol, note, basis=basis, result=result, key=key,
+                         readings=self._readings(id, readings, pval, tol))
 
-    def statement(self, id, holds: bool, *, paper: str, computed, note=""):
+    def statement(self, id, holds: bool, *, paper: str, computed, basis, note="", readings=None,
+                  result=None, key=None):
         """Check a qualitative statement of the paper on our computation.
 
         Parameters
         ----------
         id : str
         holds : bool
-            Whether our computation agrees with the statement.
+            Whether our computation agrees with the statement. It must be able to be
+            False: a statement that holds by construction is :meth:`illustrate`.
         paper : str
             The statement, paraphrased closely ("f_t is strictly increasing in λ").
         computed : str or number
             What we measured that decides it ("min ∂f/∂λ = 3.1e-5 > 0 over 10^6 points").
+        basis : str
+            One of :data:`BASES` (required).
         note : str
+            Required when the statement does not hold on a paper basis (the explanation).
+        readings : dict {str: bool}, optional
+            Alternative readings of the statement and whether each holds.
 
         Returns
         -------
-        dict, ``status`` ``reproduced`` or ``does not hold``.
+        dict
+            Basis ``paper``: ``reproduced`` / ``does not hold``; ``paper-numbers``:
+            ``reproduced`` / ``inconsistent``; other bases: ``shown`` / ``not shown``.
         """
-        return self._add(id, "reproduced" if bool(holds) else "does not hold", computed, paper, None, note, "statement")
+        self._check_basis(basis, id)
+        holds = bool(holds)
+        if basis == "paper":
+            status = "reproduced" if holds else "does not hold"
+        elif basis == "paper-numbers":
+            status = "reproduced" if holds else "inconsistent"
+        else:
+            status = "shown" if holds else "not shown"
+        rd = None
+        if readings is not None:
+            rd = [{"reading": str(k), "value": bool(v), "matches": bool(v)} for k, v in dict(readings).items()]
+        return self._add(id, status, computed, paper, None, note, "statement", basis=basis, result=result,
+                         key=key, readings=rd)
 
-    def symbolic(self, id, lhs, rhs=0, *, paper: str = "", assumptions_note="", note=""):
+    def symbolic(self, id, lhs, rhs=0, *, paper: str = "", basis, note="", assumptions_note="",
+                 result=None, key=None):
         """Re-derive an identity with SymPy: ``simplify(lhs − rhs) == 0``.
 
         Parameters
         ----------
         id : str
         lhs, rhs : sympy expressions (or equal-shaped sympy matrices)
+            Two *independently built* expressions. If SymPy already constructs them as
+            the same expression (so the check could not fail), ``ValueError`` is raised:
+            record it with :meth:`illustrate` instead.
         paper : str
             The identity as the paper states it.
+        basis : str
+            One of :data:`BASES` (required): ``"paper"`` for the paper's own algebra.
         note : str
 
         Returns
         -------
         dict, ``status`` ``re-derived`` if the difference simplifies to 0, else
-        ``does not hold`` with the residual as computed value.
+        ``does not hold`` (``not shown`` off the paper basis) with the residual as computed value.
+
+        Raises
+        ------
+        ValueError
+            If ``lhs`` and ``rhs`` are the same expression before simplification.
         """
         import sympy as sp
 
-        diff = sp.simplify(sp.sympify(lhs) - sp.sympify(rhs))
+        self._check_basis(basis, id)
+        L, R = sp.sympify(lhs), sp.sympify(rhs)
+        if L == R:
+            raise ValueError(f"{id}: lhs and rhs are the same expression before simplification; "
+                             "a check that cannot fail is not evidence (use ClaimBook.illustrate)")
+        diff = sp.simplify(L - R)
         zero = diff == 0 or (hasattr(diff, "is_zero_matrix") and diff.is_zero_matrix) or diff.is_zero is True
         comp = "difference simplifies to 0" if zero else f"residual: {sp.sstr(diff)[:300]}"
-        return self._add(id, "re-derived" if zero else "does not hold", comp, paper, None,
-                         note or assumptions_note, "symbolic")
+        if zero:
+            status = "re-derived"
+        elif basis == "paper":
+            status = "does not hold"
+        elif basis == "paper-numbers":
+            status = "inconsistent"
+        else:
+            status = "not shown"
+        return self._add(id, status, comp, paper, None, note or assumptions_note, "symbolic",
+                         basis=basis, result=result, key=key)
 
-    def text(self, id, computed: str, *, paper: str, note=""):
+    def text(self, id, computed: str, *, paper: str, basis, note="", result=None, key=None):
         """Compare a non-numeric item with the paper's (a cross-reference, a label, a formula as printed).
 
         Parameters
@@ -268,79 +532,190 @@ class ClaimBook:
             What our derivation or reading gives (e.g. ``"Theorem 17(c)"``).
         paper : str
             What the paper prints (e.g. ``"Theorem 17(d)"``).
+        basis : str
         note : str
 
         Returns
         -------
         dict, ``status`` ``reproduced`` when the two strings are equal (after
-        stripping white space), else ``deviates``.
+        stripping white space), else ``deviates`` (``inconsistent`` on ``paper-numbers``).
         """
+        self._check_basis(basis, id)
         same = str(computed).strip() == str(paper).strip()
-        return self._add(id, "reproduced" if same else "deviates", str(computed), str(paper), None, note, "text")
+        bad = {"paper": "deviates", "paper-numbers": "inconsistent"}.get(basis, "not shown")
+        good = "reproduced" if basis in PAPER_BASES else "shown"
+        return self._add(id, good if same else bad, str(computed), str(paper), None, note, "text",
+                         basis=basis, result=result, key=key)
 
-    def needs_full(self, id, *, paper, note="", computed=None):
+    def needs_full(self, id, *, paper, basis, note="", computed=None, result=None, key=None):
         """A claim that only the ``full`` profile (the paper's checkpoints and protocol) can check."""
-        return self._add(id, "needs full profile", computed if computed is not None else "", paper, None, note, "full-only")
+        self._check_basis(basis, id)
+        return self._add(id, "needs full profile", computed if computed is not None else "", paper, None, note,
+                         "full-only", basis=basis, result=result, key=key)
 
-    def other_model(self, id, computed, *, paper, note=""):
-        """Our value on a different model/data than the paper's, shown side by side (``not comparable``)."""
-        return self._add(id, "not comparable", computed, paper, None, note, "other-model")
+    def other_model(self, id, computed, *, paper, basis, note="", result=None, key=None):
+        """A number or value from a model or data other than the paper's, shown beside the paper's.
+
+        Parameters
+        ----------
+        id : str
+        computed : number or str
+        paper : str
+            The paper's value as printed (any text: "≈ 0.95", "+0.953").
+        basis : {"exact-model", "our-model", "substitute-data"}
+        note : str
+
+        Returns
+        -------
+        dict, ``status`` ``not comparable``.
+
+        Raises
+        ------
+        ValueError
+            If ``basis`` is a paper basis (use :meth:`number` there).
+        """
+        self._check_basis(basis, id)
+        if basis in PAPER_BASES:
+            raise ValueError(f"{id}: other_model is for a non-paper basis; got {basis!r} (use number())")
+        return self._add(id, "not comparable", computed, paper, None, note, "other-model",
+                         basis=basis, result=result, key=key)
+
+    def illustrate(self, id, computed, *, paper, basis, why, note="", result=None, key=None):
+        """Record a check that holds by construction: shown for teaching, counted as no evidence.
+
+        Parameters
+        ----------
+        id : str
+        computed : str or number
+            What is shown.
+        paper : str
+            The paper's statement.
+        basis : str
+        why : str
+            Why it cannot fail (e.g. "Cauchy–Schwarz", "s clamped to 0.9 by the encoder").
+
+        Returns
+        -------
+        dict, ``status`` ``illustrated``.
+        """
+        self._check_basis(basis, id)
+        if not why:
+            raise ValueError(f"{id}: why: say why this check cannot fail")
+        return self._add(id, "illustrated", computed, paper, None, note, "illustration", evidence=why,
+                         basis=basis, result=result, key=key)
 
     # -- display -----------------------------------------------------------------
+    def _queue(self, rec):
+        if not self._display:
+            return
+        ip = _ipython()
+        if ip is None:
+            print(f"[{rec['status']}] ({rec['basis']}) {rec['id']}: paper={_fmt(rec['paper'])} "
+                  f"computed={_fmt(rec['computed'])}")
+            return
+        self._pending.append(rec)
+        if not self._hooked:
+            ip.events.register("post_run_cell", self._flush)
+            self._hooked = True
+
+    def _flush(self, *args, **kwargs):
+        """Show the records of the cell that just ran as one table (IPython ``post_run_cell``)."""
+        if not self._pending:
+            return
+        recs, self._pending = self._pending, []
+        from IPython.display import HTML, display
+
+        display(HTML(claims_table(recs)))
+
+    def counts(self) -> Counter:
+        """Number of records per status."""
+        return Counter(r["status"] for r in self.records)
+
     def summary(self):
-        """Display all records of this notebook and return them as a pandas DataFrame."""
+        """Show this notebook's verdict counts (once; the rows are in the cells above).
+
+        Returns
+        -------
+        pandas.DataFrame
+            All records of this notebook.
+        """
         import pandas as pd
 
-        if self._display:
-            _show(self.records, title=f"Claims of {self.section} ({len(self.records)})")
+        self._flush()
+        if self._display and _ipython() is not None:
+            from IPython.display import HTML, display
+
+            display(HTML(counts_html(self.records, title=f"Verdicts of {self.section} in this build")))
         return pd.DataFrame(self.records)
 
 
-_COLOURS = {
-    "re-derived": "#1b7837",
-    "reproduced": "#1b7837",
-    "deviates": "#b2182b",
-    "does not hold": "#b2182b",
-    "needs full profile": "#8c6d31",
-    "not comparable": "#4d4d4d",
-}
-
-
-def _html_rows(records):
-    rows = []
-    for r in records:
-        col = _COLOURS.get(r["status"], "#000")
-        tol = f" ± {_fmt(r['tol'])}" if r.get("tol") not in (None, "") else ""
-        rows.append(
-            "<tr>"
-            f"<td>{html.escape(r['id'])}</td>"
-            f"<td>{html.escape(_fmt(r['paper']))}</td>"
-            f"<td>{html.escape(_fmt(r['computed']))}{html.escape(tol)}</td>"
-            f"<td style='color:{col};font-weight:bold'>{html.escape(r['status'])}</td>"
-            f"<td>{html.escape(r.get('note') or '')}</td>"
-            "</tr>"
-        )
-    return "".join(rows)
-
-
-def _show(records, title=None):
+def _ipython():
     try:
         from IPython import get_ipython
-        from IPython.display import HTML, display
-    except ImportError:  # plain python: print
-        for r in records:
-            print(f"[{r['status']}] {r['id']}: paper={_fmt(r['paper'])} computed={_fmt(r['computed'])}")
-        return
-    if get_ipython() is None:
-        for r in records:
-            print(f"[{r['status']}] {r['id']}: paper={_fmt(r['paper'])} computed={_fmt(r['computed'])}")
-        return
-    cap = f"<caption>{html.escape(title)}</caption>" if title else ""
-    display(HTML(
-        "<table class='pifs-claims'>" + cap +
-        "<thead><tr><th>claim</th><th>paper</th><th>computed (± tol)</th><th>status</th><th>note</th></tr></thead>"
-        f"<tbody>{_html_rows(records)}</tbody></table>"
-    ))
+    except ImportError:
+        return None
+    return get_ipython()
+
+
+def counts_html(records, title="") -> str:
+    """HTML line of badges with counts per basis group and status."""
+    groups = [("about the paper", PAPER_BASES), ("on models or other data", ("exact-model", "our-model",
+                                                                              "substitute-data"))]
+    parts = []
+    for label, bases in groups:
+        c = Counter(r["status"] for r in records if r["basis"] in bases)
+        if c:
+            items = " ".join(f"{badge(s)}&nbsp;{c[s]}" for s in STATUSES if c.get(s))
+            parts.append(f"<div><b>{html.escape(label)}</b> ({sum(c.values())}): {items}</div>")
+    head = f"<div><b>{html.escape(title)}</b></div>" if title else ""
+    return f"<div class='pifs-counts'>{head}{''.join(parts)}</div>"
+
+
+def claims_table(records) -> str:
+    """One HTML table for a list of records, grouped by numbered result.
+
+    Columns: claim, paper, ours, basis, status (badge). Values are rounded to the
+    paper's printed digits plus one; the full value is in the cell's ``title``
+    (hover) and in ``claims.json``. Each row has the record's ``anchor`` as id.
+    """
+    rows = []
+    last = None
+    for r in records:
+        if r["result"] != last:
+            last = r["result"]
+            rows.append(f"<tr class='pifs-result'><th colspan='5'>{html.escape(last)}</th></tr>")
+        label = r["id"]
+        pre = r["result"] + " · "
+        if label.startswith(pre):
+            label = label[len(pre):]
+        elif label == r["result"]:
+            label = "(the statement)"
+        tol = f" ± {format_value(r['tol'], r['paper'])}" if r.get("tol") not in (None, "") else ""
+        full = _fmt(r["computed"]) + (f" ± {_fmt(r['tol'])}" if tol else "")
+        ours = format_value(r["computed"], r["paper"]) + tol
+        extra = []
+        if r.get("note"):
+            extra.append(html.escape(r["note"]))
+        if r.get("evidence") and r["status"] == "illustrated":
+            extra.append("holds by construction: " + html.escape(r["evidence"]))
+        if r.get("readings"):
+            rd = "; ".join(f"{html.escape(x['reading'])}: {html.escape(format_value(x['value'], r['paper']))}"
+                           f"{' (matches)' if x['matches'] else ''}" for x in r["readings"])
+            extra.append("readings tried: " + rd)
+        note = f"<div class='pifs-note'>{' · '.join(extra)}</div>" if extra else ""
+        rows.append(
+            f"<tr id='{r['anchor']}'>"
+            f"<td><a class='pifs-anchor' href='#{r['anchor']}'>{html.escape(label)}</a>{note}</td>"
+            f"<td>{html.escape(format_value(r['paper']))}</td>"
+            f"<td title='{html.escape(full)}'>{html.escape(ours)}</td>"
+            f"<td>{html.escape(r['basis'])}</td>"
+            f"<td>{badge(r['status'])}</td>"
+            "</tr>"
+        )
+    return ("<table class='pifs-claims'><colgroup><col style='width:46%'><col style='width:16%'>"
+            "<col style='width:16%'><col style='width:10%'><col style='width:12%'></colgroup>"
+            "<thead><tr><th>claim</th><th>paper</th><th>ours</th><th>basis</th><th>status</th></tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>")
 
 
 def load_records(claims_dir) -> list[dict]:
@@ -351,3 +726,59 @@ def load_records(claims_dir) -> list[dict]:
             if line.strip():
                 out.append(json.loads(line))
     return out
+
+
+class ClaimsInvalid(ValueError):
+    """The claim records of a build break a rule of the book (see :func:`validate`)."""
+
+
+def validate(records: list[dict], strict: bool = True) -> list[str]:
+    """Check the rules of a verdict over a whole build's records.
+
+    Rules
+    -----
+    1. every record has a basis from :data:`BASES`;
+    2. an erratum status (``deviates``, ``does not hold``, ``inconsistent``) only on a
+       paper basis (``paper`` / ``paper-numbers``);
+    3. one statement, one verdict: records on a paper basis that share a ``key``, or an
+       ``id`` across notebooks, may not both agree (``reproduced`` / ``re-derived``) and
+       disagree (an erratum status);
+    4. (``strict``) every erratum has an explanation (``note``), and every ``deviates``
+       number on basis ``paper`` lists the readings tried.
+
+    Parameters
+    ----------
+    records : list of dict
+    strict : bool
+        Apply rule 4 (the ``smoke`` profile's numbers are meaningless, so the build
+        passes ``strict=False`` there).
+
+    Returns
+    -------
+    list of str
+        The violations (empty when the records are valid).
+    """
+    errors = []
+    for r in records:
+        b = r.get("basis")
+        if b not in BASES:
+            errors.append(f"{r.get('notebook')}: {r.get('id')!r} has no valid basis ({b!r})")
+            continue
+        if r["status"] in ERRATA_STATUSES and b not in PAPER_BASES:
+            errors.append(f"{r['notebook']}: {r['id']!r} is an erratum ({r['status']}) on basis {b!r}")
+        if strict and r["status"] in ERRATA_STATUSES:
+            if not (r.get("note") or "").strip():
+                errors.append(f"{r['notebook']}: erratum {r['id']!r} has no explanation (note)")
+            if r["status"] == "deviates" and r.get("kind") == "number" and not r.get("readings"):
+                errors.append(f"{r['notebook']}: deviation {r['id']!r} lists no readings tried")
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        if r.get("basis") in PAPER_BASES:
+            groups.setdefault(("key", r.get("key") or r["id"]), []).append(r)
+            groups.setdefault(("id", r["id"]), []).append(r)
+    for (kind, k), rs in groups.items():
+        sts = {r["status"] for r in rs}
+        if sts & set(AGREE) and sts & set(DISAGREE):
+            where = ", ".join(f"{r['notebook']}:{r['id']!r}={r['status']}" for r in rs)
+            errors.append(f"one statement, two verdicts ({kind} {k!r}): {where}")
+    return sorted(set(errors))

@@ -30,6 +30,8 @@ def test_environment_yml_matches_pyproject():
         py |= _names(proj["optional-dependencies"][extra])
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     conda = _names(d for d in env["dependencies"] if isinstance(d, str))
+    pip = [d for dep in env["dependencies"] if isinstance(dep, dict) for d in dep.get("pip", [])]
+    conda |= _names(d for d in pip if not d.startswith("-e"))
     conda = {"torch" if n == "pytorch" else n for n in conda} - {"python", "pip"}
     assert py == conda, f"only in pyproject: {sorted(py - conda)}; only in environment.yml: {sorted(conda - py)}"
 
