@@ -9,6 +9,7 @@ JOBS ?= 2
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 PYTEST_ARGS ?=
+PARAMS ?=
 
 ifneq ($(strip $(VIRTUAL_ENV)$(CONDA_PREFIX)),)
 PY := python
@@ -35,7 +36,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 book: setup
-	$(PY) -m pifs.build --profile $(PROFILE) --jobs $(JOBS)
+	$(PY) -m pifs.build --profile $(PROFILE) --jobs $(JOBS) $(foreach p,$(PARAMS),--param $(p))
 
 test: setup
 	$(PY) -m pytest -n 2 $(PYTEST_ARGS)

@@ -31,9 +31,11 @@ from pathlib import Path
 import yaml
 
 from .claims import load_records, validate
-from .profiles import DEFAULT_PROFILE, PROFILES, front_matter, notebook_parameters
+from .profiles import (DEFAULT_PROFILE, PROFILES, declared_parameters, front_matter, notebook_parameters,
+                       parse_param_overrides)
 
-__all__ = ["toc_notebooks", "execute_notebook", "preflight_full", "build", "main"]
+__all__ = ["toc_notebooks", "execute_notebook", "preflight_full", "PreflightFailed", "build", "main",
+           "prepare_chapter", "is_plumbing", "profile_parameters_page"]
 
 
 class NotebookFailed(RuntimeError):
@@ -110,7 +112,7 @@ def _kernel_start_failure(exc: BaseException) -> bool:
 
 
 def execute_notebook(stem: str, profile: str, root=".", build_dir="_build", seed: int = 0,
-                     timeout: int = 3600) -> dict:
+                     timeout: int = 3600, overrides: dict | None = None) -> dict:
     """Convert ``notebooks/<stem>.md`` and execute it under ``profile``.
 
     Parameters
@@ -123,6 +125,8 @@ def execute_notebook(stem: str, profile: str, root=".", build_dir="_build", seed
     seed : int
     timeout : int
         Per-cell timeout in seconds.
+    overrides : dict, optional
+        Parameters set for this build (``--param``); applied where the notebook declares them.
 
     Notes
     -----
@@ -139,6 +143,9 @@ def execute_notebook(stem: str, profile: str, root=".", build_dir="_build", seed
     root, build_dir = Path(root), Path(build_dir)
     md = root / "notebooks" / f"{stem}.md"
     params = notebook_parameters(md, profile, seed)
+    if overrides:
+        declared = declared_parameters(md)
+        params.update({k: v for k, v in overrides.items() if k in declared})
     (build_dir / "executed").mkdir(parents=True, exist_ok=True)
     (build_dir / "claims").mkdir(parents=True, exist_ok=True)
     src = build_dir / "executed" / f"{stem}.source.ipynb"
@@ -202,11 +209,34 @@ def _environment() -> dict:
     }
 
 
-def _generate_pages(claims: list[dict], runs: list[dict], env: dict, profile: str, out_dir: Path, titles=None):
+def _generate_pages(claims: list[dict], runs: list[dict], env: dict, profile: str, out_dir: Path, titles=None,
+                    overrides=None):
     from .report import errata_page, report_page
 
-    (out_dir / "report.md").write_text(report_page(claims, runs, env, profile), encoding="utf-8")
+    (out_dir / "report.md").write_text(report_page(claims, runs, env, profile, overrides), encoding="utf-8")
     (out_dir / "errata.md").write_text(errata_page(claims, profile, titles), encoding="utf-8")
+
+
+def profile_parameters_page(root: Path, stems: list[str]) -> str:
+    """A markdown fragment: each notebook's parameters under each profile (for *Re-running this book*)."""
+    lines = []
+    for stem in stems:
+        md = Path(root) / "notebooks" / f"{stem}.md"
+        per = {p: notebook_parameters(md, p) for p in PROFILES}
+        names = [k for k in declared_parameters(md) if k not in ("profile", "seed")]
+        if not names:
+            continue
+        lines += [f"**{stem}**", "", "| parameter | " + " | ".join(f"`{p}`" for p in PROFILES) + " |",
+                  "|---|" + "---|" * len(PROFILES)]
+        for k in names:
+            cells = []
+            for p in PROFILES:
+                v = per[p].get(k, declared_parameters(md)[k])
+                t = str(v)
+                cells.append("`" + (t if len(t) <= 40 else t[:37] + "…") + "`" if t != "" else "`\"\"`")
+            lines.append(f"| `{k}` | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
 
 
 def is_plumbing(source: str) -> bool:
@@ -296,35 +326,105 @@ def _stage_static(root: Path, src: Path) -> None:
 
 
 FULL_CIFAR10_TRAIN = 50_000
+FULL_CELEBA_MIN = 200  # §7.7: the paper's 200 CelebA-HQ images
+FULL_CHECKPOINTS = {"cifar10_checkpoint": "google/ddpm-cifar10-32", "celeba_checkpoint": "google/ddpm-celebahq-256"}
 
 
-def preflight_full() -> None:
-    """Check, before hours of GPU time, that the ``full`` profile has its data.
+class PreflightFailed(RuntimeError):
+    """The ``full`` profile lacks something it needs; ``.problems`` lists each with what to do."""
 
-    The paper's protocol needs all 50,000 CIFAR-10 training images (downloaded on
-    first use when online). A subset (such as a test fixture pointed to by
-    ``PIFS_DATA_DIR``) is refused rather than silently used. Pretrained weights are
-    checked where they are loaded (:func:`pifs.models.load_pretrained` fails fast
-    offline, saying what to download).
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("the full profile cannot run:\n" + "\n".join(f"  - {p}" for p in self.problems))
+
+
+def _checkpoint_available(name: str) -> bool:
+    """A checkpoint loadable without a download: a local folder, a shipped one, or in the hub cache."""
+    from .models import _REPO_CHECKPOINTS
+
+    path = Path(name).expanduser()
+    if path.is_dir() or (_REPO_CHECKPOINTS / name).is_dir():
+        return True
+    if name.count("/") != 1:
+        return False
+    try:
+        from huggingface_hub import snapshot_download
+
+        snapshot_download(name, local_files_only=True)
+        return True
+    except Exception:  # not cached (LocalEntryNotFoundError and friends)
+        return False
+
+
+def preflight_full(params: dict | None = None, *, require_cuda: bool = True) -> None:
+    """Check, before hours of GPU time, that the ``full`` profile has everything; list all that is missing.
+
+    Checks, all of them before raising:
+
+    - a CUDA device (``torch.cuda.is_available()``);
+    - the two checkpoints, google/ddpm-cifar10-32 and google/ddpm-celebahq-256 (or the folders
+      given as ``--param cifar10_checkpoint=…`` / ``celeba_checkpoint=…``), as local folders or in
+      the Hugging Face hub cache;
+    - all 50,000 CIFAR-10 training images (a subset, such as a test fixture pointed to by
+      ``PIFS_DATA_DIR``, is refused rather than silently used);
+    - a CelebA-HQ folder (``--param celeba_dir=…``) with at least 200 images (§7.7).
+
+    Parameters
+    ----------
+    params : dict, optional
+        The build's ``--param`` settings.
+    require_cuda : bool
+        False only in tests that run the ``full`` code paths on the CPU.
 
     Raises
     ------
-    pifs.data.DatasetNotFoundError
-        If CIFAR-10 cannot be found or downloaded, or holds fewer than 50,000 training images.
+    PreflightFailed
+        With one line per missing item, each saying what to do.
     """
+    params = dict(params or {})
+    problems = []
+    if require_cuda:
+        import torch
+
+        if not torch.cuda.is_available():
+            problems.append("no CUDA device: the full profile computes dense 3,072 × 3,072 Jacobians of a 35.7M-"
+                            "parameter UNet; install a CUDA build of torch on a machine with a GPU "
+                            "(`make` keeps an installed torch), or build the `small` profile")
+    for key, default in FULL_CHECKPOINTS.items():
+        name = str(params.get(key) or default)
+        if not _checkpoint_available(name):
+            problems.append(f"checkpoint {name!r} is neither a local folder nor in the Hugging Face cache: run "
+                            f"`huggingface-cli download {default}` on a machine with internet (or pass a saved "
+                            f"folder with --param {key}=FOLDER)")
     from .data import DatasetNotFoundError, find_cifar10, load_cifar10
 
-    x, _ = load_cifar10(train=True, download=True)
-    if len(x) < FULL_CIFAR10_TRAIN:
-        raise DatasetNotFoundError(
-            f"the full profile needs all {FULL_CIFAR10_TRAIN:,} CIFAR-10 training images; found {len(x):,} in "
-            f"{find_cifar10()} (a subset). Point PIFS_DATA_DIR at the complete official 'cifar-10-batches-py' "
-            "(or unset it to download it into the user cache), or build the `small` profile."
-        )
+    try:
+        x, _ = load_cifar10(train=True, download=True)
+        if len(x) < FULL_CIFAR10_TRAIN:
+            problems.append(f"CIFAR-10: the full profile needs all {FULL_CIFAR10_TRAIN:,} training images; found "
+                            f"{len(x):,} in {find_cifar10()} (a subset). Point PIFS_DATA_DIR at the complete official "
+                            "'cifar-10-batches-py' (or unset it to download it into the user cache)")
+    except DatasetNotFoundError as exc:
+        problems.append(f"CIFAR-10: {exc}")
+    celeba = str(params.get("celeba_dir") or "")
+    if not celeba:
+        problems.append("CelebA-HQ: §7.7 needs a folder of CelebA-HQ images: pass --param celeba_dir=FOLDER "
+                        f"(at least {FULL_CELEBA_MIN} images; make book PROFILE=full PARAMS=\"celeba_dir=FOLDER\")")
+    else:
+        folder = Path(celeba).expanduser()
+        exts = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+        n = sum(1 for f in folder.iterdir() if f.suffix.lower() in exts) if folder.is_dir() else 0
+        if not folder.is_dir():
+            problems.append(f"CelebA-HQ: celeba_dir={celeba!r} is not a folder")
+        elif n < FULL_CELEBA_MIN:
+            problems.append(f"CelebA-HQ: {celeba!r} holds {n} images; §7.7 needs at least {FULL_CELEBA_MIN}")
+    if problems:
+        raise PreflightFailed(problems)
 
 
 def build(profile: str = DEFAULT_PROFILE, root=".", build_dir="_build", jobs: int = 1, only=None,
-          html: bool = True, seed: int = 0, keep_going: bool = False) -> int:
+          html: bool = True, seed: int = 0, keep_going: bool = False, params=None,
+          require_cuda: bool = True) -> int:
     """Run the whole build; returns the process exit code (0 on success).
 
     Parameters
@@ -338,38 +438,49 @@ def build(profile: str = DEFAULT_PROFILE, root=".", build_dir="_build", jobs: in
         Build the HTML book after executing.
     keep_going : bool
         Execute the remaining notebooks after a failure (still exits 1, no HTML).
+    params : list of str or dict, optional
+        Notebook parameters for this build (``["celeba_dir=/data/celeba"]``, as ``--param``);
+        each must be declared by at least one notebook, with a value of the declared type.
+    require_cuda : bool
+        ``full`` pre-flight demands a CUDA device (False only in tests of the full code paths).
+
+    Raises
+    ------
+    ValueError
+        For an unknown profile, an unknown notebook in ``only``, or a bad ``params`` setting.
     """
     if profile not in PROFILES:
         raise ValueError(f"profile: expected one of {PROFILES}, got {profile!r}")
     root, build_dir = Path(root).resolve(), Path(build_dir).resolve()
     shutil.rmtree(build_dir / "html", ignore_errors=True)
-    if profile == "full":
-        from .data import DatasetNotFoundError
-
-        try:
-            preflight_full()
-        except DatasetNotFoundError as exc:
-            print(f"BUILD FAILED before executing anything: {exc}", file=sys.stderr)
-            return 1
     stems = toc_notebooks(root)
     if only:
         unknown = [s for s in only if not (root / "notebooks" / f"{s}.md").is_file()]
         if unknown:
             raise ValueError(f"only: no notebooks/{unknown[0]}.md")
         stems, html = list(only), False
-    else:
+    if isinstance(params, dict):
+        params = [f"{k}={v}" for k, v in params.items()]
+    overrides = parse_param_overrides(params, [root / "notebooks" / f"{s}.md" for s in stems])
+    if profile == "full":
+        try:
+            preflight_full(overrides, require_cuda=require_cuda)
+        except PreflightFailed as exc:
+            print(f"BUILD FAILED before executing anything: {exc}", file=sys.stderr)
+            return 1
+    if not only:
         shutil.rmtree(build_dir / "claims", ignore_errors=True)
     threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
     saved_env = dict(os.environ)
     os.environ.update(_kernel_env(build_dir, threads))  # once, before any kernel starts
     try:
-        return _run(profile, root, build_dir, jobs, stems, html, seed, keep_going)
+        return _run(profile, root, build_dir, jobs, stems, html, seed, keep_going, overrides)
     finally:
         os.environ.clear()
         os.environ.update(saved_env)
 
 
-def _run(profile, root, build_dir, jobs, stems, html, seed, keep_going) -> int:
+def _run(profile, root, build_dir, jobs, stems, html, seed, keep_going, overrides=None) -> int:
     from tqdm.auto import tqdm
 
     runs: list[dict] = []
@@ -381,7 +492,7 @@ def _run(profile, root, build_dir, jobs, stems, html, seed, keep_going) -> int:
         for i, s in enumerate(stems):
             if i and i < jobs:
                 time.sleep(1.0)  # stagger the first kernel starts
-            futures[pool.submit(execute_notebook, s, profile, root, build_dir, seed)] = s
+            futures[pool.submit(execute_notebook, s, profile, root, build_dir, seed, 3600, overrides)] = s
         for fut in cf.as_completed(futures):
             if fut.cancelled():  # not started: an earlier notebook failed
                 continue
@@ -415,15 +526,16 @@ def _run(profile, root, build_dir, jobs, stems, html, seed, keep_going) -> int:
         print("No HTML was built.", file=sys.stderr)
         return 1
     env = _environment()
-    meta = {"profile": profile, "seconds": round(time.perf_counter() - t0, 1), "environment": env, "runs": runs}
+    meta = {"profile": profile, "seconds": round(time.perf_counter() - t0, 1), "environment": env, "runs": runs,
+            "parameters_set": overrides or {}}
     (build_dir / "claims.json").write_text(json.dumps({"build": meta, "claims": claims}, indent=1, ensure_ascii=False))
     if not html:
         print(f"executed {len(runs)} notebook(s); {len(claims)} claim records in {build_dir / 'claims.json'}")
         return 0
-    return _build_html(root, build_dir, claims, runs, env, profile)
+    return _build_html(root, build_dir, claims, runs, env, profile, overrides)
 
 
-def _build_html(root: Path, build_dir: Path, claims, runs, env, profile) -> int:
+def _build_html(root: Path, build_dir: Path, claims, runs, env, profile, overrides=None) -> int:
     src = build_dir / "src"
     shutil.rmtree(src, ignore_errors=True)
     src.mkdir(parents=True)
@@ -436,7 +548,9 @@ def _build_html(root: Path, build_dir: Path, claims, runs, env, profile) -> int:
         titles[r["notebook"]] = prepare_chapter(build_dir / "executed" / f"{r['notebook']}.ipynb",
                                                 src / "notebooks" / f"{r['notebook']}.ipynb", claims, r["notebook"])
     _stage_static(root, src)
-    _generate_pages(claims, runs, env, profile, src / "book", titles)
+    _generate_pages(claims, runs, env, profile, src / "book", titles, overrides)
+    (src / "book" / "profile_parameters.md").write_text(
+        profile_parameters_page(root, [r["notebook"] for r in runs]), encoding="utf-8")
     stage = build_dir / "jb"
     shutil.rmtree(stage, ignore_errors=True)
     # the `jupyter-book` command of this interpreter (jupyter_book has no __main__ module)
@@ -464,10 +578,16 @@ def main(argv=None) -> int:
     ap.add_argument("--no-html", action="store_true", help="execute and collect claims only")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep-going", action="store_true", help="execute all notebooks even after a failure")
+    ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                    help="set a notebook parameter for this build (repeatable), e.g. celeba_dir=/data/celeba")
     ap.add_argument("--root", default=".")
     ap.add_argument("--build-dir", default="_build")
     a = ap.parse_args(argv)
-    return build(a.profile, a.root, a.build_dir, a.jobs, a.only, not a.no_html, a.seed, a.keep_going)
+    try:
+        return build(a.profile, a.root, a.build_dir, a.jobs, a.only, not a.no_html, a.seed, a.keep_going, a.param)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

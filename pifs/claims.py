@@ -247,12 +247,18 @@ def anchor(notebook: str, claim_id: str) -> str:
     return f"claim-{slug}-{h}" if slug else f"claim-{h}"
 
 
-def badge(status: str) -> str:
-    """HTML badge of a status: symbol, word and colour (``class="pifs-badge"``)."""
+def badge(status: str, wrap: bool = False) -> str:
+    """HTML badge of a status: symbol, word and colour (``class="pifs-badge"``).
+
+    The colour is a background under white text (legible in light and dark mode); the
+    symbol and the word carry the meaning without it (print, colour-blind readers).
+    ``wrap=True`` lets a long status break across lines (table headers).
+    """
     sym, col = STATUS_STYLE.get(status, ("?", "#000"))
     cls = "pifs-badge pifs-" + re.sub(r"[^a-z]+", "-", status)
+    ws = "normal" if wrap else "nowrap"
     return (f"<span class='{cls}' style='background:{col};color:#fff;border-radius:0.7em;"
-            f"padding:0 0.5em;white-space:nowrap;font-size:0.85em'>{sym} {html.escape(status)}</span>")
+            f"padding:0 0.5em;white-space:{ws};font-size:0.85em'>{sym} {html.escape(status)}</span>")
 
 
 class Record(dict):
@@ -693,7 +699,14 @@ def claims_table(records) -> str:
         tol = f" ± {format_value(r['tol'], r['paper'])}" if r.get("tol") not in (None, "") else ""
         full = _fmt(r["computed"]) + (f" ± {_fmt(r['tol'])}" if tol else "")
         ours = format_value(r["computed"], r["paper"]) + tol
+        paper = format_value(r["paper"])
         extra = []
+        if len(ours) > 28:  # a sentence, not a value: give it the row's width
+            extra.append("<b>ours:</b> " + html.escape(ours))
+            ours = "see below"
+        if len(paper) > 28:
+            extra.insert(0, "<b>paper:</b> " + html.escape(paper))
+            paper = "see below"
         if r.get("note"):
             extra.append(html.escape(r["note"]))
         if r.get("evidence") and r["status"] == "illustrated":
@@ -706,7 +719,7 @@ def claims_table(records) -> str:
         rows.append(
             f"<tr id='{r['anchor']}'>"
             f"<td><a class='pifs-anchor' href='#{r['anchor']}'>{html.escape(label)}</a>{note}</td>"
-            f"<td>{html.escape(format_value(r['paper']))}</td>"
+            f"<td>{html.escape(paper)}</td>"
             f"<td title='{html.escape(full)}'>{html.escape(ours)}</td>"
             f"<td>{html.escape(r['basis'])}</td>"
             f"<td>{badge(r['status'])}</td>"

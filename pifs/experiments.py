@@ -38,6 +38,7 @@ import math
 import numbers
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -143,6 +144,22 @@ class ModelInfo:
     metadata: dict = field(default_factory=dict)
 
 
+def display_source(source) -> str:
+    """A model or data location as a reader may see it: repository-relative, or just its last folder name.
+
+    The build machine's own paths (``/home/…``, ``/tmp/…``) never appear in the book.
+    """
+    text = str(source)
+    p = Path(text)
+    if not p.is_absolute():
+        return text
+    root = Path(__file__).resolve().parents[1]
+    try:
+        return str(p.resolve().relative_to(root))
+    except ValueError:
+        return p.name or text
+
+
 def load_model(profile: str, *, checkpoint: str = "cifar10-small", pretrained: str = "google/ddpm-cifar10-32",
                device="cpu", fallback_seed: int = 0, show: bool = True) -> ModelInfo:
     """Load the score network a §7 notebook runs on, by profile.
@@ -189,7 +206,7 @@ def load_model(profile: str, *, checkpoint: str = "cifar10-small", pretrained: s
         pre = load_pretrained(pretrained, device=device)
         model = DiffusersScore(pre.unet, pre.alpha_bar)
         note = f"Model: `{pretrained}` (the paper's checkpoint), T = {pre.alpha_bar.size - 1}."
-        info = ModelInfo(model, pre.alpha_bar, pre.source, True, note, dict(pre.metadata))
+        info = ModelInfo(model, pre.alpha_bar, display_source(pre.source), True, note, dict(pre.metadata))
     else:
         try:
             pre = load_pretrained(checkpoint, device=device)
@@ -198,12 +215,12 @@ def load_model(profile: str, *, checkpoint: str = "cifar10-small", pretrained: s
         if pre is not None:
             meta = dict(pre.metadata)
             steps = meta.get("steps") or meta.get("train_steps") or "?"
-            note = (f"Model: this project's own small CIFAR-10 UNet (`{pre.source}`, "
+            note = (f"Model: this project's own small CIFAR-10 UNet (`{display_source(pre.source)}`, "
                     f"{sum(p.numel() for p in pre.unet.parameters()) / 1e6:.2f} M parameters, "
                     f"{steps} training steps), **not** the paper's google/ddpm-cifar10-32: its numbers "
                     "are shown beside the paper's as *not comparable*.")
             model = DiffusersScore(pre.unet, pre.alpha_bar)
-            info = ModelInfo(model, pre.alpha_bar, pre.source, True, note, meta)
+            info = ModelInfo(model, pre.alpha_bar, display_source(pre.source), True, note, meta)
         else:
             unet = build_small_unet(fallback_seed).to(device)
             a = ddpm_alpha_bar()
@@ -325,7 +342,7 @@ def load_image_folder(folder, *, size: int = 64, n: int | None = None, seed: int
                                                 if np.issubdtype(im.dtype, np.integer) else 1.0)
         im = resize(im, (size, size), anti_aliasing=True)
         out[i] = (im.transpose(2, 0, 1) * 2.0 - 1.0).astype(np.float32)
-    return out, f"Data: {len(files)} images from {root}, resized to {size}×{size}."
+    return out, f"Data: {len(files)} images from {display_source(root)}, resized to {size}×{size}."
 
 
 @dataclass

@@ -30,7 +30,8 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["PROFILES", "DEFAULT_PROFILE", "front_matter", "notebook_parameters"]
+__all__ = ["PROFILES", "DEFAULT_PROFILE", "front_matter", "notebook_parameters", "declared_parameters",
+           "parse_param_overrides"]
 
 PROFILES = ("smoke", "small", "full")
 DEFAULT_PROFILE = "small"
@@ -98,3 +99,105 @@ def notebook_parameters(md_path, profile: str = DEFAULT_PROFILE, seed: int = 0) 
         raise ValueError(f"{md_path}: front matter 'pifs.profiles' has no entry for profile {profile!r}")
     values = dict(profiles.get(profile) or {})
     return {"profile": profile, "seed": int(seed), **values}
+
+
+def declared_parameters(md_path) -> dict:
+    """The parameters a notebook declares in its cell tagged ``parameters``, with their defaults.
+
+    Parameters
+    ----------
+    md_path : str or path-like
+        The notebook's ``.md`` source (MyST, jupytext).
+
+    Returns
+    -------
+    dict
+        ``{name: default value}`` (literal values; a default that is not a literal maps to None).
+
+    Raises
+    ------
+    ValueError
+        If the notebook has no cell tagged ``parameters``.
+    """
+    import ast
+    import re
+
+    text = Path(md_path).read_text(encoding="utf-8")
+    m = re.search(r"```\{code-cell\}[^\n]*\n:tags: \[parameters\]\n(.*?)```", text, re.S)
+    if not m:
+        raise ValueError(f"{md_path}: no code cell tagged `parameters`")
+    out = {}
+    for node in ast.parse(m.group(1)).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                out[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                out[node.targets[0].id] = None
+    return out
+
+
+def _type_ok(default, value) -> bool:
+    if default is None:
+        return True
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, str):
+        return isinstance(value, str)
+    if isinstance(default, (list, tuple)):
+        return isinstance(value, (list, tuple))
+    return True
+
+
+def parse_param_overrides(items, md_paths) -> dict:
+    """Parse ``NAME=VALUE`` command-line settings and check them against the notebooks.
+
+    Parameters
+    ----------
+    items : list of str
+        Settings such as ``["celeba_dir=/data/celeba", "n_seeds=3"]``; a VALUE is read as
+        YAML (``3`` → int, ``0.5`` → float, ``true`` → bool, ``[1, 2]`` → list, else a string).
+    md_paths : list of path-like
+        The notebooks of the build (their ``parameters`` cells declare what may be set).
+
+    Returns
+    -------
+    dict
+        ``{name: value}``.
+
+    Raises
+    ------
+    ValueError
+        For a setting without ``=``, a name no notebook declares (naming the notebooks'
+        parameters), ``profile`` or ``seed`` (use ``--profile`` / ``--seed``), or a value whose
+        type differs from the declared default (naming the notebooks that declare it).
+    """
+    out = {}
+    declared = {Path(p).stem: declared_parameters(p) for p in md_paths}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"--param: expected NAME=VALUE, got {item!r}")
+        name, raw = item.split("=", 1)
+        name = name.strip()
+        if name in ("profile", "seed"):
+            raise ValueError(f"--param: set {name!r} with --{name}, not --param")
+        value = yaml.safe_load(raw) if raw.strip() else ""
+        if value is None:
+            value = raw
+        where = {nb: d[name] for nb, d in declared.items() if name in d}
+        if not where:
+            known = sorted({k for d in declared.values() for k in d} - {"profile", "seed"})
+            raise ValueError(f"--param: no notebook of this build declares a parameter {name!r}; "
+                             f"declared parameters: {', '.join(known)}")
+        for nb, default in where.items():
+            if not _type_ok(default, value):
+                if isinstance(default, str):
+                    value = str(raw)  # a string parameter takes the text as typed ("0123", "true")
+                    continue
+                raise ValueError(f"--param {name}: expected a value of type {type(default).__name__} "
+                                 f"(declared in {', '.join(sorted(where))}), got {raw!r}")
+        out[name] = value
+    return out
