@@ -19,7 +19,7 @@ PY := .venv/bin/python
 STAMP := .venv/.pifs-setup.stamp
 endif
 
-.PHONY: setup book test clean
+.PHONY: setup book test check-html clean
 
 setup: $(STAMP)
 
@@ -39,7 +39,11 @@ book: setup
 	$(PY) -m pifs.build --profile $(PROFILE) --jobs $(JOBS) $(foreach p,$(PARAMS),--param $(p))
 
 test: setup
-	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --ignore=tests/browser $(PYTEST_ARGS)
+
+# the built book in headless Chromium (Debian's `chromium` package) over file://, with no network
+check-html: setup
+	PIFS_BOOK_HTML=$(CURDIR)/_build/html $(PY) -m pytest tests/browser -p no:xdist -q
 
 clean:
 	rm -rf _build .pytest_cache .hypothesis
