@@ -401,9 +401,9 @@ def fit_geodesic(energy_fn, za, zb, *, n_nodes: int = 4, n_points: int = 32, ste
         e = energy_fn(curve(n_points))
         if k == 0 and not torch.isfinite(e):
             raise ValueError("energy_fn: the energy of the initial curve is not finite")
-        hist.append(float(e))
+        hist.append(float(e.detach()))
         if callback is not None:
-            callback(k, float(e))
+            callback(k, hist[-1])
         e.backward()
         opt.step()
     with torch.no_grad():
