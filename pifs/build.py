@@ -240,10 +240,12 @@ def profile_parameters_page(root: Path, stems: list[str]) -> str:
 
 
 def is_plumbing(source: str) -> bool:
-    """True for a code cell that mostly records claims (hidden behind a toggle in the book).
+    """True for a code cell that checks claims (its input is folded behind a toggle in the book).
 
-    A cell is plumbing when at least half of its code lines belong to top-level
-    statements that call ``claims.<method>`` (a claim check or the summary).
+    A cell that calls ``claims.<method>`` (a claim check or the summary) is a checking
+    cell: the reader sees its claim table and figures, and the code one click away.
+    Code that teaches lives in cells without claim calls and stays visible; a cell
+    tagged ``show-input`` is never folded.
     """
     import ast
 
@@ -251,15 +253,9 @@ def is_plumbing(source: str) -> bool:
         tree = ast.parse(source)
     except SyntaxError:
         return False
-    total = claim = 0
-    for st in tree.body:
-        n = (getattr(st, "end_lineno", st.lineno) or st.lineno) - st.lineno + 1
-        total += n
-        if any(isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+    return any(isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                and isinstance(node.func.value, ast.Name) and node.func.value.id == "claims"
-               for node in ast.walk(st)):
-            claim += n
-    return total > 0 and claim * 2 >= total
+               for node in ast.walk(tree))
 
 
 _HIDE_TAGS = {"remove-cell", "remove-input", "hide-input", "hide-cell", "hide-output", "remove-output"}
@@ -295,7 +291,7 @@ def prepare_chapter(executed: Path, dest: Path, claims: list[dict], stem: str) -
         elif "injected-parameters" in tags:
             cell.source = "# Parameters of this build (the profile's values, injected by papermill)\n" + \
                 "\n".join(ln for ln in cell.source.splitlines() if ln.strip() != "# Parameters")
-        elif not (_HIDE_TAGS & set(tags)) and is_plumbing(cell.source):
+        elif not (_HIDE_TAGS & set(tags)) and "show-input" not in tags and is_plumbing(cell.source):
             tags.append("hide-input")
         if tags:
             cell.metadata["tags"] = tags

@@ -700,13 +700,13 @@ def claims_table(records) -> str:
         full = _fmt(r["computed"]) + (f" ± {_fmt(r['tol'])}" if tol else "")
         ours = format_value(r["computed"], r["paper"]) + tol
         paper = format_value(r["paper"])
-        extra = []
-        if len(ours) > 28:  # a sentence, not a value: give it the row's width
-            extra.append("<b>ours:</b> " + html.escape(ours))
-            ours = "see below"
-        if len(paper) > 28:
-            extra.insert(0, "<b>paper:</b> " + html.escape(paper))
+        shown, extra = [], []
+        if len(paper) > 28:  # a sentence, not a value: give it the row's width
+            shown.append("<b>paper:</b> " + html.escape(paper))
             paper = "see below"
+        if len(ours) > 28:
+            shown.append("<b>ours:</b> " + html.escape(ours))
+            ours = "see below"
         if r.get("note"):
             extra.append(html.escape(r["note"]))
         if r.get("evidence") and r["status"] == "illustrated":
@@ -715,7 +715,11 @@ def claims_table(records) -> str:
             rd = "; ".join(f"{html.escape(x['reading'])}: {html.escape(format_value(x['value'], r['paper']))}"
                            f"{' (matches)' if x['matches'] else ''}" for x in r["readings"])
             extra.append("readings tried: " + rd)
-        note = f"<div class='pifs-note'>{' · '.join(extra)}</div>" if extra else ""
+        note = "".join(f"<div class='pifs-note'>{t}</div>" for t in shown)
+        if extra:
+            label_more = "why, readings" if r.get("readings") else "why"
+            note += (f"<details class='pifs-more'><summary>{label_more}</summary>"
+                     f"<div class='pifs-note'>{' · '.join(extra)}</div></details>")
         rows.append(
             f"<tr id='{r['anchor']}'>"
             f"<td><a class='pifs-anchor' href='#{r['anchor']}'>{html.escape(label)}</a>{note}</td>"
