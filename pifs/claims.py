@@ -101,7 +101,7 @@ STATUS_STYLE = {
     "deviates": ("✗", "#c62828"),
     "does not hold": ("⊘", "#ad1457"),
     "inconsistent": ("≠", "#e65100"),
-    "needs full profile": ("⧗", "#6d5d00"),
+    "needs full profile": ("◐", "#6d5d00"),
     "shown": ("●", "#1565c0"),
     "not shown": ("○", "#4527a0"),
     "not comparable": ("∥", "#546e7a"),
