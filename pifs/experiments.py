@@ -1,4 +1,11 @@
-"""Shared measurement code of the §7 notebooks (empirical validation on a trained network).
+"""§7 set-up (models, images, patch statistics, directional probes) and a backward-compatible shim.
+
+Moved to their own homes (issue 12 §4) and re-exported here for the notebooks:
+:func:`training_index`, :func:`trajectories`, :func:`clear_cache`, :func:`forward_marginal` →
+:mod:`pifs.setup7`; :func:`paired_difference_proxy`, :func:`loglog_fit` → :mod:`pifs.proxy`
+(Table 10, Figure 1); :func:`suppressed_moran_threshold` → :mod:`pifs.suppressed_dimension`
+(Table 11); the block statistics → :mod:`pifs.block_jacobian`; the exact reference models →
+:mod:`pifs.reference_models`.
 
 The §7 notebooks stay narrative; what they measure on a network goes through here:
 
@@ -66,15 +73,11 @@ __all__ = [
 ]
 
 from .profiles import PROFILES  # noqa: E402  ("smoke", "small", "full")
-
-
-def _model_device(model, default="cpu"):
-    """The device of a score model's parameters (CPU for parameter-free exact models)."""
-    params = getattr(model, "parameters", None)
-    if callable(params):
-        for p in params():
-            return p.device
-    return torch.device(default)
+# moved to their own homes (issue 12 §4); re-exported here so that the notebooks keep working
+from .proxy import loglog_fit, paired_difference_proxy  # noqa: E402,F401
+from .setup7 import clear_cache, forward_marginal, trajectories, training_index  # noqa: E402,F401
+from .setup7 import model_device as _model_device  # noqa: E402,F401
+from .suppressed_dimension import suppressed_moran_threshold  # noqa: E402,F401
 
 
 # ----------------------------------------------------------------------------- notes
@@ -438,130 +441,6 @@ def patch_statistics(images, patch_size: int) -> PatchStats:
                       int(x.shape[0]))
 
 
-# ----------------------------------------------------------------------------- timesteps
-def training_index(printed, convention: str = "diffusers"):
-    """Our training index t (1..T) of a timestep as the paper prints it.
-
-    Parameters
-    ----------
-    printed : int or array_like of int
-    convention : {"diffusers", "ours"}
-        ``"diffusers"``: the paper prints diffusers' τ (Tables 4–6, 9: 980, …, 20 are
-        the DDIM-50 "leading" steps τ = 20 i), so t = τ + 1. ``"ours"``: already t
-        (Table 3's 1, 101, …, 941 lie on the same grid as τ + 1; Table 10's √ᾱ_t
-        column matches ᾱ indexed by the printed value).
-
-    Returns
-    -------
-    numpy.ndarray of int64 (or int for scalar input)
-
-    Raises
-    ------
-    ValueError
-        For an unknown convention or a negative index.
-    """
-    if convention not in ("diffusers", "ours"):
-        raise ValueError(f"convention: expected 'diffusers' or 'ours', got {convention!r}")
-    p = np.asarray(printed)
-    if not np.issubdtype(p.dtype, np.integer) or (p < 0).any():
-        raise ValueError(f"printed: expected non-negative integer timesteps, got {printed!r}")
-    out = p + 1 if convention == "diffusers" else p.copy()
-    return int(out) if out.ndim == 0 else out.astype(np.int64)
-
-
-_TRAJ_CACHE: dict = {}
-
-
-def clear_cache() -> None:
-    """Empty the in-session trajectory cache of :func:`trajectories`."""
-    _TRAJ_CACHE.clear()
-
-
-@torch.no_grad()
-def trajectories(model, n: int, timesteps, *, seed: int = 0, shape=(3, 32, 32), batch: int = 16):
-    """Deterministic DDIM trajectories from standard-normal noise, cached for the session.
-
-    Runs :func:`pifs.ddim.ddim_chain` over ``timesteps`` and keeps every state.
-    Trajectory j starts from noise drawn with ``torch.Generator().manual_seed(seed + j)``,
-    so trajectory j is the same whatever ``n`` is.
-
-    Parameters
-    ----------
-    model : score model with ``alpha_bar``
-    n : int, >= 1
-        Number of trajectories (the paper's seeds).
-    timesteps : array_like of int, increasing, in 1..T
-        The sampler's chain (e.g. :func:`chain`).
-    seed : int
-    shape : tuple (C, H, W)
-    batch : int
-        Trajectories per forward pass.
-
-    Returns
-    -------
-    dict
-        ``{t: tensor (n, C, H, W)}`` on the CPU for every t in ``timesteps`` (the state
-        *at* t, before the step t → t_prev) and ``0`` (the sample x_0). The chain runs on
-        the model's device.
-
-    Raises
-    ------
-    ValueError
-        If ``n`` < 1 or ``timesteps`` is invalid (:func:`pifs.ddim.ddim_chain`).
-    """
-    from .ddim import ddim_chain
-
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-        raise ValueError(f"n: expected a positive integer, got {n!r}")
-    ts = np.asarray(timesteps, dtype=np.int64)
-    key = (id(model), int(seed), tuple(int(s) for s in ts), tuple(shape))
-    have = _TRAJ_CACHE.get(key)
-    if have is None or have[ts[-1]].shape[0] < n:
-        xs = []
-        for j0 in range(0, n, batch):
-            noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(seed + j))
-                                 for j in range(j0, min(n, j0 + batch))])
-            _, traj = ddim_chain(model, noise.to(_model_device(model)), ts, return_trajectory=True)
-            xs.append(traj.cpu())
-        traj = torch.cat(xs, dim=1)  # (N+1, n, C, H, W): [x_{t_N}, ..., x_{t_1}, x_0]
-        order = [int(s) for s in ts[::-1]] + [0]
-        have = {t: traj[i] for i, t in enumerate(order)}
-        _TRAJ_CACHE[key] = have
-    return {t: v[:n] for t, v in have.items()}
-
-
-def forward_marginal(images, t: int, alpha_bar, *, seed: int = 0):
-    """Samples x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε of the forward marginal q(x_t) (eq. 1).
-
-    Parameters
-    ----------
-    images : numpy.ndarray or torch.Tensor, float, (N, C, H, W), pixel scale [−1, 1]
-    t : int, 0..T
-    alpha_bar : array_like, shape (T+1,)
-    seed : int
-        Seed of ε (a CPU generator).
-
-    Returns
-    -------
-    (x_t, eps) : two float32 tensors (N, C, H, W)
-
-    Raises
-    ------
-    ValueError
-        If ``t`` is out of range or ``images`` is not 4-D.
-    """
-    from .schedules import validate
-
-    a = validate(alpha_bar)
-    if isinstance(t, bool) or not isinstance(t, numbers.Integral) or not 0 <= t <= a.size - 1:
-        raise ValueError(f"t: expected an integer training index in 0..{a.size - 1}, got {t!r}")
-    x0 = torch.as_tensor(np.asarray(images), dtype=torch.float32)
-    if x0.ndim != 4:
-        raise ValueError(f"images: expected shape (N, C, H, W), got {tuple(x0.shape)}")
-    eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(int(seed)))
-    return math.sqrt(a[t]) * x0 + math.sqrt(1.0 - a[t]) * eps, eps
-
-
 # ----------------------------------------------------------------------------- directional probes
 @dataclass
 class Probe:
@@ -840,157 +719,3 @@ def bootstrap_ci(values, statistic=np.mean, *, confidence: float = 0.95, n_resam
     res = st.bootstrap((v,), statistic, confidence_level=confidence, n_resamples=int(n_resamples),
                        method="percentile", random_state=np.random.default_rng(seed), vectorized=True)
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
-
-
-def loglog_fit(x, y, *, confidence: float = 0.95, slope_null: float = 1.0) -> dict:
-    """OLS fit of log y on log x with a t-interval for the slope (§7.6).
-
-    Parameters
-    ----------
-    x, y : array_like, shape (N,), positive, N >= 3
-    confidence : float
-        Level of the two-sided slope interval.
-    slope_null : float
-        Slope of the one-sided test H1: slope < slope_null.
-
-    Returns
-    -------
-    dict
-        ``slope``, ``ci`` (low, high), ``r2``, ``intercept`` (natural log), ``stderr``,
-        ``p_less`` (one-sided p of slope < slope_null), ``p_two_sided`` (of slope ≠
-        slope_null), ``n``. From ``scipy.stats.linregress`` and the t distribution with
-        N − 2 degrees of freedom.
-
-    Raises
-    ------
-    ValueError
-        If fewer than 3 points or a value is not positive.
-    """
-    from scipy import stats as st
-
-    x = np.asarray(x, np.float64).ravel()
-    y = np.asarray(y, np.float64).ravel()
-    if x.size != y.size or x.size < 3:
-        raise ValueError(f"x, y: expected equal lengths >= 3, got {x.size} and {y.size}")
-    if (x <= 0).any() or (y <= 0).any():
-        raise ValueError("x, y: a log-log fit needs positive values")
-    r = st.linregress(np.log(x), np.log(y))
-    dof = x.size - 2
-    q = st.t.ppf(0.5 + confidence / 2, dof)
-    tstat = (r.slope - slope_null) / r.stderr if r.stderr > 0 else (-np.inf if r.slope < slope_null else np.inf)
-    return {
-        "slope": float(r.slope), "ci": (float(r.slope - q * r.stderr), float(r.slope + q * r.stderr)),
-        "r2": float(r.rvalue ** 2), "intercept": float(r.intercept), "stderr": float(r.stderr),
-        "p_less": float(st.t.cdf(tstat, dof)), "p_two_sided": float(2 * st.t.sf(abs(tstat), dof)), "n": int(x.size),
-    }
-
-
-@torch.no_grad()
-def paired_difference_proxy(model, images, t: int, alpha_bar, *, seed: int = 0, batch: int = 64) -> np.ndarray:
-    """The paired-difference proxy ‖Δ̂_t(x_0, ε)‖_2 of eq. (65), one value per image.
-
-    Δ̂_t = ε̂(√ᾱ_t x_0 + √v_t ε, t) − ε̂(√v_t ε, t), with the same ε for both inputs.
-
-    Parameters
-    ----------
-    model : callable ``model(x, t)``
-    images : numpy.ndarray, float, (N, C, H, W), pixel scale [−1, 1]
-    t : int, 1..T
-    alpha_bar : array_like, shape (T+1,)
-    seed : int
-        Seed of ε (the same for every t, so the curve is paired across timesteps).
-    batch : int
-
-    Returns
-    -------
-    numpy.ndarray, float64, shape (N,)
-
-    Raises
-    ------
-    ValueError
-        As :func:`forward_marginal`.
-    """
-    from .schedules import validate
-
-    a = validate(alpha_bar)
-    x_real, eps = forward_marginal(images, t, a, seed=seed)
-    x_noise = math.sqrt(1.0 - a[t]) * eps
-    dev = _model_device(model)
-    out = []
-    for s in range(0, x_real.shape[0], int(batch)):
-        xr, xn = x_real[s:s + batch].to(dev), x_noise[s:s + batch].to(dev)
-        d = model(xr, int(t)) - model(xn, int(t))
-        out.append(d.reshape(d.shape[0], -1).norm(dim=1).double().cpu())
-    return torch.cat(out).numpy()
-
-
-def suppressed_moran_threshold(S_of_lam, alpha_bar, *, bracket=(1.0, 1e6)):
-    """λ*** solving the suppression-corrected Moran equation ∏_t g_t(λ) = 1 (Theorem 27, eq. 48).
-
-    g_t(λ) = f_t(λ) − S_t(λ), where the paper does not say how S depends on λ: the caller
-    passes ``S_of_lam(lam) -> array (T,)`` (e.g. a λ-independent patch mean, or an
-    interpolation across the measured patches). The root of h(u) = Σ_t log g_t(e^u) is
-    bracketed on a log grid over ``bracket`` and refined with ``scipy.optimize.brentq``.
-
-    Parameters
-    ----------
-    S_of_lam : callable
-        λ (float > 0) ↦ S_t(λ), shape (T,), index i ↔ step t = i + 1 of ``alpha_bar``.
-    alpha_bar : array_like, shape (T+1,)
-        The chain (e.g. the DDIM sub-sampled schedule).
-    bracket : (float, float)
-        Search interval for λ, 0 < lo < hi.
-
-    Returns
-    -------
-    (float, dict)
-        λ*** (``inf`` when ∏_t g_t(λ) < 1 on the whole bracket, ``nan`` when g ≤ 0
-        somewhere on it so the product is undefined, ``lo`` when already ≥ 1 at lo) and
-        info: ``log_prod_lo``, ``log_prod_hi`` (Σ log g at the bracket ends, nan if
-        undefined), ``limit`` (Σ_t log(√(ᾱ_{t−1}/ᾱ_t) − S_t(hi)), the λ → ∞ value of
-        Σ log g when S does not depend on λ), ``status``.
-
-    Raises
-    ------
-    ValueError
-        For a bad bracket or an S of the wrong shape.
-    """
-    from scipy import optimize
-
-    from .geometry import expansion_factor, expansion_function
-    from .schedules import validate
-
-    a = validate(alpha_bar)
-    T = a.size - 1
-    lo, hi = map(float, bracket)
-    if not 0 < lo < hi:
-        raise ValueError(f"bracket: expected 0 < lo < hi, got {bracket!r}")
-
-    def h(u):
-        lam = float(np.exp(u))
-        S = np.asarray(S_of_lam(lam), np.float64)
-        if S.shape != (T,):
-            raise ValueError(f"S_of_lam: expected an array of shape (T,) = ({T},), got {S.shape}")
-        g = expansion_function(lam, a) - S
-        return float(np.log(g).sum()) if (g > 0).all() else np.nan
-
-    us = np.linspace(np.log(lo), np.log(hi), 400)
-    hs = np.array([h(u) for u in us])
-    S_hi = np.asarray(S_of_lam(hi), np.float64)
-    lim_terms = expansion_factor(a) - S_hi
-    info = {"log_prod_lo": hs[0], "log_prod_hi": hs[-1],
-            "limit": float(np.log(lim_terms).sum()) if (lim_terms > 0).all() else np.nan}
-    if np.isnan(hs).any():
-        info["status"] = "g_t(λ) ≤ 0 for some λ in the bracket: the product is undefined"
-        return float("nan"), info
-    if hs[0] >= 0:
-        info["status"] = "∏ g ≥ 1 already at the lower end of the bracket"
-        return lo, info
-    pos = np.flatnonzero(hs > 0)
-    if pos.size == 0:
-        info["status"] = "∏ g < 1 on the whole bracket: no root (λ*** = ∞)"
-        return float("inf"), info
-    i = int(pos[0])
-    u = optimize.brentq(h, us[i - 1], us[i], xtol=1e-13)
-    info["status"] = "root"
-    return float(np.exp(u)), info

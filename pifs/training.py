@@ -299,7 +299,7 @@ def _command_line() -> str:
     """The command that started this process (``python -m pifs.models ...`` when so)."""
     if not sys.argv or not sys.argv[0]:
         return ""
-    head = "python -m pifs.models" if sys.argv[0].endswith(("pifs/models.py", "pifs\\models.py")) else sys.argv[0]
+    head = "python -m pifs.models" if sys.argv[0].endswith(("pifs/models.py", "pifs\\models.py", "pifs/cli.py", "pifs\\cli.py")) else sys.argv[0]
     return " ".join([head] + [shlex.quote(a) for a in sys.argv[1:]])
 
 

@@ -1,4 +1,4 @@
-"""Tests of pifs.blockstats (§7.4–7.5 measurement helpers).
+"""Tests of pifs.block_jacobian (§7.4–7.5 measurement helpers).
 
 Every check is against an independent computation: numpy SVD / norms of an explicit
 matrix, torch.autograd's reverse-mode Jacobian, brute-force loops, closed forms
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from pifs import blockstats as bs
+from pifs import block_jacobian as bs
 from pifs.patches import patch_indices
 from pifs.schedules import ddim_timesteps
 
