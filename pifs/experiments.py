@@ -137,6 +137,11 @@ class ModelInfo:
         Human-readable provenance, shown in the notebook.
     metadata : dict
         ``metadata.json`` of our checkpoints (training steps, data), else empty.
+    paper_checkpoint : bool
+        True only for one of the paper's checkpoints (:data:`PAPER_CHECKPOINTS`): loaded by its
+        hub name, or from a folder whose ``config.json`` names it in ``_name_or_path`` (as
+        ``save_pretrained`` of the hub model writes). Only then may a measurement on the
+        network carry basis ``paper``.
     """
 
     model: object
@@ -145,6 +150,41 @@ class ModelInfo:
     trained: bool
     note: str
     metadata: dict = field(default_factory=dict)
+    paper_checkpoint: bool = False
+
+
+#: The checkpoints the paper measured (§7.1).
+PAPER_CHECKPOINTS = ("google/ddpm-cifar10-32", "google/ddpm-celebahq-256")
+
+
+def is_paper_checkpoint(name_or_path, unet=None) -> bool:
+    """Whether a checkpoint is one of the paper's (:data:`PAPER_CHECKPOINTS`).
+
+    Parameters
+    ----------
+    name_or_path : str or path-like
+        The hub name or folder it was loaded from.
+    unet : diffusers.UNet2DModel, optional
+        The loaded network; its config's ``_name_or_path`` is read too.
+
+    Returns
+    -------
+    bool
+        True for the hub name itself, or a folder whose ``config.json`` (or ``unet``'s config)
+        records ``_name_or_path`` as one of them.
+    """
+    import json
+
+    names = {str(name_or_path)}
+    if unet is not None:
+        names.add(str(getattr(unet.config, "_name_or_path", "") or ""))
+    cfg = Path(str(name_or_path)).expanduser() / "config.json"
+    if cfg.is_file():
+        try:
+            names.add(str(json.loads(cfg.read_text()).get("_name_or_path", "")))
+        except (OSError, ValueError):
+            pass
+    return bool(names & set(PAPER_CHECKPOINTS))
 
 
 def display_source(source) -> str:
@@ -208,8 +248,12 @@ def load_model(profile: str, *, checkpoint: str = "cifar10-small", pretrained: s
     if profile == "full":
         pre = load_pretrained(pretrained, device=device)
         model = DiffusersScore(pre.unet, pre.alpha_bar)
-        note = f"Model: `{pretrained}` (the paper's checkpoint), T = {pre.alpha_bar.size - 1}."
-        info = ModelInfo(model, pre.alpha_bar, display_source(pre.source), True, note, dict(pre.metadata))
+        note = f"Model: `{display_source(pretrained)}`, T = {pre.alpha_bar.size - 1}."
+        paper = is_paper_checkpoint(pretrained, pre.unet)
+        if not paper:
+            note += (" It is **not** one of the paper's checkpoints (its config does not name "
+                     f"{' or '.join(PAPER_CHECKPOINTS)}): its numbers are shown beside the paper's, never as errata.")
+        info = ModelInfo(model, pre.alpha_bar, display_source(pre.source), True, note, dict(pre.metadata), paper)
     else:
         try:
             pre = load_pretrained(checkpoint, device=device)

@@ -299,3 +299,20 @@ def test_suppressed_moran_threshold():
         E.suppressed_moran_threshold(lambda lam: np.zeros(T), sub, bracket=(2, 1))
     with pytest.raises(ValueError, match="S_of_lam"):
         E.suppressed_moran_threshold(lambda lam: np.zeros(3), sub)
+
+
+def test_is_paper_checkpoint_only_for_the_papers_models(tmp_path):
+    import json
+
+    from pifs.experiments import PAPER_CHECKPOINTS, is_paper_checkpoint
+
+    assert all(is_paper_checkpoint(n) for n in PAPER_CHECKPOINTS)
+    assert not is_paper_checkpoint("cifar10-small") and not is_paper_checkpoint("someone/ddpm-cifar10-32")
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    (saved / "config.json").write_text(json.dumps({"_name_or_path": "google/ddpm-cifar10-32"}))
+    assert is_paper_checkpoint(saved)  # save_pretrained of the hub model records its name
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"_name_or_path": "my/own-unet"}))
+    assert not is_paper_checkpoint(other)
