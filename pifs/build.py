@@ -197,6 +197,14 @@ def _environment() -> dict:
     from .data import find_cifar10
 
     cifar = find_cifar10()
+    if cifar:
+        from .data import load_cifar10
+
+        try:
+            n_train = len(load_cifar10(train=True, download=False)[0])
+            cifar = f"found ({n_train:,} training images; folder given by PIFS_DATA_DIR or the user cache)"
+        except Exception:  # noqa: BLE001 - the report says what it can
+            cifar = "found"
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -205,7 +213,6 @@ def _environment() -> dict:
         "gpu": gpu,
         "packages": versions,
         "cifar10": str(cifar) if cifar else "not found (bundled images used where needed)",
-        "PIFS_DATA_DIR": os.environ.get("PIFS_DATA_DIR", ""),
     }
 
 
@@ -274,6 +281,10 @@ def prepare_chapter(executed: Path, dest: Path, claims: list[dict], stem: str) -
     from .report import chapter_header
 
     nb = nbformat.read(str(executed), as_version=4)
+    pm = nb.metadata.get("papermill")
+    if isinstance(pm, dict):  # the build machine's paths stay out of the downloadable notebook
+        for k in ("input_path", "output_path"):
+            pm.pop(k, None)
     title = stem
     for i, cell in enumerate(nb.cells):
         if cell.cell_type == "markdown" and cell.source.lstrip().startswith("# "):

@@ -290,9 +290,17 @@ def _alpha_bar_from_scheduler(scheduler) -> np.ndarray:
 
 
 def _finish(unet, scheduler, source, metadata, device, dtype) -> Pretrained:
-    if unet.dtype != dtype:
-        unet = unet.to(dtype=dtype)
-    unet = unet.to(device=device).eval()
+    import logging
+
+    dlog = logging.getLogger("diffusers")  # quiet its "modules that should be kept in float32: []" notice
+    old_level = dlog.level
+    dlog.setLevel(logging.ERROR)
+    try:
+        if unet.dtype != dtype:
+            unet = unet.to(dtype=dtype)
+        unet = unet.to(device=device).eval()
+    finally:
+        dlog.setLevel(old_level)
     T = int(scheduler.config.num_train_timesteps)
     return Pretrained(unet, scheduler, _alpha_bar_from_scheduler(scheduler), DiffusersScore(unet, _alpha_bar_from_scheduler(scheduler), forward_ad=False), str(source), metadata)
 

@@ -91,7 +91,7 @@ def test_math_is_typeset_on_a_chapter(browser):
 
 def test_no_machine_paths_or_raw_records_in_pages():
     bad = []
-    for f in HTML.rglob("*.html"):
+    for f in [*HTML.rglob("*.html"), *HTML.rglob("*.ipynb")]:  # the pages and the downloadable notebooks
         text = f.read_text(encoding="utf-8", errors="replace")
         for needle in ("/work/", "/tmp/", "{'id': ", "\"id\": \""):
             if needle in text:
