@@ -247,18 +247,20 @@ def anchor(notebook: str, claim_id: str) -> str:
     return f"claim-{slug}-{h}" if slug else f"claim-{h}"
 
 
-def badge(status: str, wrap: bool = False) -> str:
+def badge(status: str, wrap: bool = False, compact: bool = False) -> str:
     """HTML badge of a status: symbol, word and colour (``class="pifs-badge"``).
 
     The colour is a background under white text (legible in light and dark mode); the
     symbol and the word carry the meaning without it (print, colour-blind readers).
-    ``wrap=True`` lets a long status break across lines (table headers).
+    ``wrap=True`` lets a long status break across lines; ``compact=True`` shows the symbol alone
+    (the word in the tooltip: narrow table headers, with a legend nearby).
     """
     sym, col = STATUS_STYLE.get(status, ("?", "#000"))
     cls = "pifs-badge pifs-" + re.sub(r"[^a-z]+", "-", status)
     ws = "normal" if wrap else "nowrap"
-    return (f"<span class='{cls}' style='background:{col};color:#fff;border-radius:0.7em;"
-            f"padding:0 0.5em;white-space:{ws};font-size:0.85em'>{sym} {html.escape(status)}</span>")
+    text = sym if compact else f"{sym} {html.escape(status)}"
+    return (f"<span class='{cls}' title='{html.escape(status)}' style='background:{col};color:#fff;"
+            f"border-radius:0.7em;padding:0 0.5em;white-space:{ws};font-size:0.85em'>{text}</span>")
 
 
 class Record(dict):

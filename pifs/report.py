@@ -69,7 +69,8 @@ def _count_table(counts: dict) -> list[str]:
     total = Counter()
     for cnt in counts.values():
         total.update(cnt)
-    lines = ["| section | " + " | ".join(badge(s, wrap=True) for s in present) + " | total |",
+    lines = ["Columns: " + ", ".join(badge(s) for s in present) + ".", "",
+             "| section | " + " | ".join(badge(s, compact=True) for s in present) + " | total |",
              "|---|" + "---:|" * (len(present) + 1)]
     for sec, cnt in counts.items():
         lines.append(f"| {_esc(sec)} | " + " | ".join(str(cnt.get(s, 0)) for s in present)

@@ -25,9 +25,11 @@ pytestmark = pytest.mark.skipif(not (HTML / "index.html").is_file() or not Path(
 
 _MEASURE = """() => {
   const art = document.querySelector('article.bd-article') || document.querySelector('main') || document.body;
-  const width = art.getBoundingClientRect().width;
-  const wide = [...art.querySelectorAll('table')].filter(t => t.getBoundingClientRect().width > width + 1)
-      .map(t => (t.className || 'table') + ': ' + Math.round(t.getBoundingClientRect().width) + ' px');
+  const cs = getComputedStyle(art);
+  const width = art.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight);  // the content column
+  const wide = [...art.querySelectorAll('table')]
+      .filter(t => Math.max(t.getBoundingClientRect().width, t.scrollWidth) > width + 1)
+      .map(t => (t.className || 'table') + ': ' + Math.round(Math.max(t.getBoundingClientRect().width, t.scrollWidth)) + ' px');
   const text = document.body.innerText;
   const raw = (text.match(/\\\\\\(|\\\\\\[/g) || []).length;
   const broken = [...document.images].filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src);
