@@ -702,26 +702,27 @@ def claims_table(records) -> str:
         full = _fmt(r["computed"]) + (f" ± {_fmt(r['tol'])}" if tol else "")
         ours = format_value(r["computed"], r["paper"]) + tol
         paper = format_value(r["paper"])
-        shown, extra = [], []
-        if len(paper) > 28:  # a sentence, not a value: give it the row's width
-            shown.append("<b>paper:</b> " + html.escape(paper))
-            paper = "see below"
+        extra, parts = [], []
+        if len(paper) > 28:  # a sentence, not a value: folded under the row with the explanation
+            extra.append("<b>paper:</b> " + html.escape(paper))
+            paper, _ = "(statement)", parts.append("paper")
         if len(ours) > 28:
-            shown.append("<b>ours:</b> " + html.escape(ours))
-            ours = "see below"
+            extra.append("<b>ours:</b> " + html.escape(ours))
+            ours, _ = "(measured)", parts.append("ours")
         if r.get("note"):
-            extra.append(html.escape(r["note"]))
+            extra.append("<b>why:</b> " + html.escape(r["note"]))
+            parts.append("why")
         if r.get("evidence") and r["status"] == "illustrated":
-            extra.append("holds by construction: " + html.escape(r["evidence"]))
+            extra.append("<b>holds by construction:</b> " + html.escape(r["evidence"]))
         if r.get("readings"):
             rd = "; ".join(f"{html.escape(x['reading'])}: {html.escape(format_value(x['value'], r['paper']))}"
                            f"{' (matches)' if x['matches'] else ''}" for x in r["readings"])
-            extra.append("readings tried: " + rd)
-        note = "".join(f"<div class='pifs-note'>{t}</div>" for t in shown)
+            extra.append("<b>readings tried:</b> " + rd)
+            parts.append("readings")
+        note = ""
         if extra:
-            label_more = "why, readings" if r.get("readings") else "why"
-            note += (f"<details class='pifs-more'><summary>{label_more}</summary>"
-                     f"<div class='pifs-note'>{' · '.join(extra)}</div></details>")
+            note = (f"<details class='pifs-more'><summary>{' · '.join(parts) or 'details'}</summary>"
+                    + "".join(f"<div class='pifs-note'>{t}</div>" for t in extra) + "</details>")
         rows.append(
             f"<tr id='{r['anchor']}'>"
             f"<td><a class='pifs-anchor' href='#{r['anchor']}'>{html.escape(label)}</a>{note}</td>"
@@ -731,8 +732,8 @@ def claims_table(records) -> str:
             f"<td>{badge(r['status'])}</td>"
             "</tr>"
         )
-    return ("<table class='pifs-claims'><colgroup><col style='width:46%'><col style='width:16%'>"
-            "<col style='width:16%'><col style='width:10%'><col style='width:12%'></colgroup>"
+    return ("<table class='pifs-claims'><colgroup><col style='width:43%'><col style='width:14%'>"
+            "<col style='width:14%'><col style='width:13%'><col style='width:16%'></colgroup>"
             "<thead><tr><th>claim</th><th>paper</th><th>ours</th><th>basis</th><th>status</th></tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table>")
 
