@@ -680,11 +680,13 @@ def counts_html(records, title="") -> str:
 
 
 def claims_table(records) -> str:
-    """One HTML table for a list of records, grouped by numbered result.
+    """One HTML table for a list of records, grouped by numbered result, folded under its verdicts.
 
     Columns: claim, paper, ours, basis, status (badge). Values are rounded to the
     paper's printed digits plus one; the full value is in the cell's ``title``
-    (hover) and in ``claims.json``. Each row has the record's ``anchor`` as id.
+    (hover) and in ``claims.json``. Each row has the record's ``anchor`` as id. The
+    table sits in a ``<details>`` whose summary names the result(s) and counts the
+    statuses as badges; a link to a row's anchor opens it (the book's ``pifs.js``).
     """
     rows = []
     last = None
@@ -732,10 +734,18 @@ def claims_table(records) -> str:
             f"<td>{badge(r['status'])}</td>"
             "</tr>"
         )
-    return ("<table class='pifs-claims'><colgroup><col style='width:43%'><col style='width:14%'>"
-            "<col style='width:14%'><col style='width:13%'><col style='width:16%'></colgroup>"
-            "<thead><tr><th>claim</th><th>paper</th><th>ours</th><th>basis</th><th>status</th></tr></thead>"
-            f"<tbody>{''.join(rows)}</tbody></table>")
+    table = ("<table class='pifs-claims'><colgroup><col style='width:43%'><col style='width:14%'>"
+             "<col style='width:14%'><col style='width:13%'><col style='width:16%'></colgroup>"
+             "<thead><tr><th>claim</th><th>paper</th><th>ours</th><th>basis</th><th>status</th></tr></thead>"
+             f"<tbody>{''.join(rows)}</tbody></table>")
+    # folded: the summary line carries the verdicts at a glance; a link to a row opens it (pifs.js)
+    results = list(dict.fromkeys(r["result"] for r in records))
+    c = Counter(r["status"] for r in records)
+    counts = " ".join(f"{badge(s)}&nbsp;{c[s]}" for s in STATUSES if c.get(s))
+    name = html.escape(", ".join(results[:3]) + (" …" if len(results) > 3 else ""))
+    n = len(records)
+    return (f"<details class='pifs-claims-box'><summary><span class='pifs-claims-title'>{name}</span> · "
+            f"{n} claim{'s' if n != 1 else ''}: {counts}</summary>{table}</details>")
 
 
 def load_records(claims_dir) -> list[dict]:
