@@ -149,13 +149,14 @@ def report_page(claims: list[dict], runs: list[dict], env: dict, profile: str, p
             verd = " ".join(f"{badge(s)}&nbsp;{e['n'][s]}" for s in STATUSES if e["n"].get(s))
             lines.append(f"| {_link(e['first'], e['first']['result'])} | {sum(e['n'].values())} | {verd} |")
         lines.append("")
-    lines += ["## Notebooks", "", "| notebook | section | status | wall time (s) | parameters |",
-              "|---|---|---|---:|---|"]
+    lines += ["## Notebooks", "", "| notebook | section | status | wall time (s) |", "|---|---|---|---:|"]
     for r in runs:
-        ps = ", ".join(f"{k}={v}" for k, v in r.get("parameters", {}).items() if k not in ("profile",))
-        lines.append(f"| {_doc(r['notebook'])} | {_esc(r.get('section', ''))} | {r['status']} | "
-                     f"{r['seconds']:.1f} | {_esc(ps)} |")
-    lines.append(f"| **total** | | | **{sum(r['seconds'] for r in runs):.1f}** | |")
+        lines.append(f"| {_doc(r['notebook'])} | {_esc(r.get('section', ''))} | {r['status']} | {r['seconds']:.1f} |")
+    lines.append(f"| **total** | | | **{sum(r['seconds'] for r in runs):.1f}** |")
+    lines += ["", "Parameters of each notebook in this build:", ""]
+    for r in runs:
+        ps = ", ".join(f"`{k}={v}`" for k, v in r.get("parameters", {}).items() if k not in ("profile",))
+        lines.append(f"- {_doc(r['notebook'])}: {ps}")
     if params:
         lines += ["", "Parameters set on the command line for this build: "
                   + ", ".join(f"`{k}={v}`" for k, v in params.items()) + "."]
