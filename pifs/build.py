@@ -265,6 +265,8 @@ def is_plumbing(source: str) -> bool:
                for node in ast.walk(tree))
 
 
+#: code cells at least this long (orchestration, tables, plotting) are folded too; tag ``show-input`` keeps one open
+LONG_CELL_LINES = 12
 _HIDE_TAGS = {"remove-cell", "remove-input", "hide-input", "hide-cell", "hide-output", "remove-output"}
 
 
@@ -273,8 +275,9 @@ def prepare_chapter(executed: Path, dest: Path, claims: list[dict], stem: str) -
 
     - under the title: the chapter's verdict counts and links to its errata entries;
     - the notebook's default ``parameters`` cell is removed (the injected cell that shows
-      this build's values stays); claim-recording cells (:func:`is_plumbing`) get
-      ``hide-input``, so their tables show and their code is one click away.
+      this build's values stays); claim-recording cells (:func:`is_plumbing`) and code cells of
+      :data:`LONG_CELL_LINES` lines or more get ``hide-input``, so their tables and figures show
+      and their code is one click away (tag ``show-input`` keeps a cell open).
     """
     import nbformat
 
@@ -302,7 +305,8 @@ def prepare_chapter(executed: Path, dest: Path, claims: list[dict], stem: str) -
         elif "injected-parameters" in tags:
             cell.source = "# Parameters of this build (the profile's values, injected by papermill)\n" + \
                 "\n".join(ln for ln in cell.source.splitlines() if ln.strip() != "# Parameters")
-        elif not (_HIDE_TAGS & set(tags)) and "show-input" not in tags and is_plumbing(cell.source):
+        elif not (_HIDE_TAGS & set(tags)) and "show-input" not in tags and (
+                is_plumbing(cell.source) or len(cell.source.splitlines()) >= LONG_CELL_LINES):
             tags.append("hide-input")
         if tags:
             cell.metadata["tags"] = tags

@@ -6,6 +6,7 @@ rows live once, in their chapter, and these pages link to their anchors.
 """
 from __future__ import annotations
 
+import html
 from collections import Counter, defaultdict
 
 from .claims import BASES, ERRATA_STATUSES, PAPER_BASES, STATUSES, _fmt, badge, format_value
@@ -178,13 +179,20 @@ def _entry(c) -> list[str]:
     if c.get("evidence"):
         out.append(f"- evidence: {_esc(c['evidence'])}")
     if c.get("readings"):
-        out.append("- readings tried (the verdict stays on the paper's stated convention):")
+        numeric = [r for r in c["readings"] if not isinstance(r["value"], bool)]
+        hits = [r["reading"] for r in numeric if r["matches"]]
+        head = (f"reproduces the printed value: {'; '.join(hits)}" if hits else
+                ("none reproduces the printed value" if numeric else "readings of the statement"))
+        items = []
         for r in c["readings"]:
             v = format_value(r["value"], c["paper"]) if not isinstance(r["value"], bool) else \
                 ("holds" if r["value"] else "does not hold")
-            out.append(f"  - {_esc(r['reading'])}: {_esc(v)}" + (" — **reproduces the printed value**"
-                                                                 if r["matches"] and not isinstance(r["value"], bool)
-                                                                 else ""))
+            mark = " <b>(reproduces the printed value)</b>" if r["matches"] and not isinstance(r["value"], bool) else ""
+            items.append(f"<li>{html.escape(r['reading'])}: {html.escape(v)}{mark}</li>")
+        out += [f"- readings tried ({len(c['readings'])}; the verdict stays on the paper's stated convention): "
+                f"{_esc(head)}", "",
+                f"<details class='pifs-more'><summary>all {len(c['readings'])} readings</summary><ul>"
+                + "".join(items) + "</ul></details>"]
     out.append("")
     return out
 
