@@ -635,10 +635,6 @@ class ClaimBook:
 
         display(HTML(claims_table(recs)))
 
-    def counts(self) -> Counter:
-        """Number of records per status."""
-        return Counter(r["status"] for r in self.records)
-
     def summary(self):
         """Show this notebook's verdict counts (once; the rows are in the cells above).
 
