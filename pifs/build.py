@@ -230,7 +230,8 @@ def profile_parameters_page(root: Path, stems: list[str]) -> str:
     for stem in stems:
         md = Path(root) / "notebooks" / f"{stem}.md"
         per = {p: notebook_parameters(md, p) for p in PROFILES}
-        names = [k for k in declared_parameters(md) if k not in ("profile", "seed")]
+        declared = declared_parameters(md)
+        names = [k for k in declared if k not in ("profile", "seed")]
         if not names:
             continue
         lines += [f"**{stem}**", "", "| parameter | " + " | ".join(f"`{p}`" for p in PROFILES) + " |",
@@ -238,7 +239,7 @@ def profile_parameters_page(root: Path, stems: list[str]) -> str:
         for k in names:
             cells = []
             for p in PROFILES:
-                v = per[p].get(k, declared_parameters(md)[k])
+                v = per[p].get(k, declared[k])
                 t = str(v)
                 cells.append("`" + (t if len(t) <= 40 else t[:37] + "…") + "`" if t != "" else "`\"\"`")
             lines.append(f"| `{k}` | " + " | ".join(cells) + " |")
