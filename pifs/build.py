@@ -90,6 +90,7 @@ def _kernel_env(build_dir: Path, threads: int) -> dict:
     env = dict(os.environ)
     env["JUPYTER_PATH"] = os.pathsep.join([str((build_dir / "jupyter").resolve()), env.get("JUPYTER_PATH", "")])
     env["PIFS_CLAIMS_DIR"] = str((build_dir / "claims").resolve())
+    env["PIFS_CACHE_DIR"] = str((build_dir / "cache").resolve())  # pifs.cache: results shared by notebooks
     env["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"  # figures are captured in the notebook
     env["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
     # tqdm.auto (imported by diffusers) warns in a kernel without ipywidgets; progress bars
@@ -482,6 +483,7 @@ def build(profile: str = DEFAULT_PROFILE, root=".", build_dir="_build", jobs: in
             return 1
     if not only:
         shutil.rmtree(build_dir / "claims", ignore_errors=True)
+        shutil.rmtree(build_dir / "cache", ignore_errors=True)  # every full build recomputes what notebooks share
     threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
     saved_env = dict(os.environ)
     os.environ.update(_kernel_env(build_dir, threads))  # once, before any kernel starts

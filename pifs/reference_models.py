@@ -33,6 +33,7 @@ Computations are float64 unless the input is float32.
 from __future__ import annotations
 
 import numbers
+import typing
 
 import numpy as np
 import torch
@@ -41,6 +42,8 @@ import torch.nn.functional as F
 from .scores import EmpiricalScore, GaussianScore, ScoreModel
 
 __all__ = [
+    "ReferenceModels",
+    "reference_models",
     "gaussian_from_images",
     "ideal_denoiser",
     "LocalScoreMachine",
@@ -705,3 +708,101 @@ def calibrate_locality(network, images, timesteps, sizes, *, train_images, equiv
     G = pd.DataFrame(grid)
     best = G.loc[G.groupby("t")["r2_median"].idxmax()].sort_values("t", ascending=False).reset_index(drop=True)
     return best, G
+
+
+# ----------------------------------------------------------------------------- the three models
+class ReferenceModels(typing.NamedTuple):
+    """The three exact reference models of one data set (:func:`reference_models`).
+
+    Attributes
+    ----------
+    gaussian : pifs.scores.GaussianScore
+        Full-covariance Gaussian of the images (eigen-decomposed).
+    ideal : pifs.scores.EmpiricalScore
+        The ideal denoiser (exact empirical score) of the images.
+    local : LocalScoreMachine
+        The local machine with the calibrated P(t) (nearest calibrated t).
+    calibration : pandas.DataFrame
+        ``t``, ``P``, ``r2_median``, ``r2_mean`` (best P per calibrated t), as
+        :func:`calibrate_locality`; ``grid`` holds every (t, P).
+    grid : pandas.DataFrame
+    patch_size : dict {t: P} for t = 1..T
+    """
+
+    gaussian: object
+    ideal: object
+    local: object
+    calibration: object
+    grid: object
+    patch_size: dict
+
+    def items(self):
+        """(name, model) in the book's column order: exact Gaussian, ideal denoiser, local machine."""
+        return (("exact Gaussian", self.gaussian), ("ideal denoiser", self.ideal), ("local machine", self.local))
+
+
+def reference_models(images, alpha_bar, *, network=None, test_images=None, cal_t=(901, 601, 301, 101),
+                     cal_sizes=(3, 5, 9, 15), cal_images: int = 3, seed: int = 0, default_P: int = 5):
+    """Build the exact Gaussian, the ideal denoiser and the calibrated local machine of ``images``.
+
+    The local machine's locality scale is calibrated against ``network`` as Kamb & Ganguli do
+    (:func:`calibrate_locality` on ``test_images[:cal_images]``); at a t that was not calibrated
+    the P of the nearest calibrated t is used. The calibration is the expensive part (network
+    and machine denoisers on every (t, P)); it goes through :func:`pifs.cache.cached`, keyed by
+    the network's weights, the images and the arguments, so the notebooks of one build share it.
+
+    Parameters
+    ----------
+    images : array_like, float, (N, C, H, W), pixel scale [−1, 1]
+        Training images of all three models.
+    alpha_bar : array_like, shape (T+1,)
+    network : callable ``network(x, t)`` with ``alpha_bar``, optional
+        The network to calibrate against (:class:`pifs.scores.DiffusersScore`). None: no
+        calibration, P = ``default_P`` at every t, and ``calibration`` is an empty frame.
+    test_images : array_like, (B, C, H, W), optional
+        Held-out images for the calibration (required with ``network``).
+    cal_t, cal_sizes : iterables of int
+        Calibrated timesteps (1..T) and candidate odd P.
+    cal_images : int ≥ 1
+    seed : int
+    default_P : int, odd
+
+    Returns
+    -------
+    ReferenceModels
+
+    Raises
+    ------
+    ValueError
+        If ``network`` is given without ``test_images``, or for bad sizes (as
+        :func:`calibrate_locality`).
+    """
+    import pandas as pd
+
+    from .cache import cached
+
+    X = _images(images)
+    ab = np.asarray(alpha_bar, dtype=np.float64)
+    T = ab.size - 1
+    gauss = gaussian_from_images(X, ab)
+    ideal = ideal_denoiser(X, ab)
+    if network is None:
+        best = pd.DataFrame(columns=["t", "P", "r2_median", "r2_mean"])
+        grid = best.copy()
+        P_of = {t: LocalScoreMachine._check_P(default_P) for t in range(1, T + 1)}
+    else:
+        if test_images is None:
+            raise ValueError("test_images: required to calibrate the local machine against a network")
+        if isinstance(cal_images, bool) or not isinstance(cal_images, numbers.Integral) or cal_images < 1:
+            raise ValueError(f"cal_images: expected a positive integer, got {cal_images!r}")
+        Xt = _images(test_images, "test_images")[: int(cal_images)]
+        cal_t, cal_sizes = [int(t) for t in cal_t], [int(P) for P in cal_sizes]
+        key = {"net": getattr(network, "unet", network), "X": X, "Xt": Xt, "t": cal_t, "P": cal_sizes,
+               "seed": int(seed), "ab": ab}
+        best, grid = cached("locality-calibration", key,
+                            lambda: calibrate_locality(network, Xt, cal_t, cal_sizes, train_images=X, seed=seed,
+                                                       alpha_bar=ab))
+        at = {int(r.t): int(r.P) for r in best.itertuples()}
+        P_of = {t: at[min(at, key=lambda c: (abs(c - t), c))] for t in range(1, T + 1)}
+    local = LocalScoreMachine(X, ab, P_of)
+    return ReferenceModels(gauss, ideal, local, best, grid, P_of)
