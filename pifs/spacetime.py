@@ -50,6 +50,7 @@ __all__ = [
     "fit_geodesic",
     "MixturePosterior1D",
     "EmpiricalPosterior",
+    "HutchinsonPosterior",
     "gaussian_geodesic_1d",
     "hutchinson_trace",
     "metric_space_block_gaussian",
@@ -243,7 +244,20 @@ def curve_divergences(z, posterior, schedule):
     return segment_divergences(mu, eta)
 
 
-def curve_energy(z, posterior, schedule):
+NEGATIVE_RULES = ("keep", "abs", "clamp")
+
+
+def _apply_negative(d, negative):
+    if negative not in NEGATIVE_RULES:
+        raise ValueError(f"negative: expected one of {NEGATIVE_RULES}, got {negative!r}")
+    if negative == "abs":
+        return d.abs()
+    if negative == "clamp":
+        return d.clamp_min(0)
+    return d
+
+
+def curve_energy(z, posterior, schedule, negative: str = "keep"):
     """Discrete energy E = Σ_i ⟨Δμ_i, Δη_i⟩ of a spacetime curve (paper eq. 23, without the factor N).
 
     Parameters
@@ -253,6 +267,13 @@ def curve_energy(z, posterior, schedule):
     posterior : callable ``(x (N, n), tcoord (N,)) -> (mean (N, n), second (N,))``
         E[x_0 | x_t] and E[‖x_0‖² | x_t].
     schedule : callable ``tcoord (N,) -> (alpha (N,), sigma (N,))``
+    negative : {"keep", "abs", "clamp"}
+        What a negative segment term d_i = ⟨Δμ_i, Δη_i⟩ contributes. For an exact posterior
+        every d_i ≥ 0 and the three agree. For a network's metric, which need not be PSD,
+        ``"keep"`` (the paper's sum, default) is unbounded below along directions where the
+        estimate is negative; ``"abs"`` sums |d_i| (bounded below by 0, and a negative
+        estimate costs as much as a positive one, so the minimiser gains nothing by seeking
+        non-PSD regions); ``"clamp"`` sums max(d_i, 0) (such segments become free).
 
     Returns
     -------
@@ -261,24 +282,32 @@ def curve_energy(z, posterior, schedule):
     Raises
     ------
     ValueError
-        For a malformed ``z``.
+        For a malformed ``z`` or an unknown ``negative``.
     """
     mu, eta = _params_along(z, posterior, schedule)
-    return segment_divergences(mu, eta).sum()
+    return _apply_negative(segment_divergences(mu, eta), negative).sum()
 
 
-def curve_length(z, posterior, schedule):
-    """Fisher–Rao length L = Σ_i √⟨Δμ_i, Δη_i⟩ of a discretised curve.
+def curve_length(z, posterior, schedule, negative: str = "clamp"):
+    """Fisher–Rao length L = Σ_i √d_i, d_i = ⟨Δμ_i, Δη_i⟩, of a discretised curve.
 
-    Each term is clamped at 0 before the square root (estimator noise can make it
-    slightly negative). Same arguments as :func:`curve_energy`.
+    Same arguments as :func:`curve_energy`. ``negative`` says how a negative d_i (estimator
+    noise, or a network's non-PSD metric) enters the square root: ``"clamp"`` (default) as 0,
+    ``"abs"`` as |d_i|; ``"keep"`` is not allowed here.
 
     Returns
     -------
     torch.Tensor, scalar.
+
+    Raises
+    ------
+    ValueError
+        For a malformed ``z`` or ``negative`` not in {"clamp", "abs"}.
     """
+    if negative == "keep":
+        raise ValueError("negative: a length needs \"clamp\" or \"abs\" (√ of a negative term)")
     mu, eta = _params_along(z, posterior, schedule)
-    return segment_divergences(mu, eta).clamp_min(0).sqrt().sum()
+    return _apply_negative(segment_divergences(mu, eta), negative).sqrt().sum()
 
 
 # ----------------------------------------------------------------------------- curves
@@ -353,7 +382,7 @@ class SpacetimeSpline(torch.nn.Module):
 
 
 def fit_geodesic(energy_fn, za, zb, *, n_nodes: int = 4, n_points: int = 32, steps: int = 300,
-                 lr: float = 0.05, init=None, callback=None):
+                 lr: float = 0.05, init=None, callback=None, cosine: bool = False):
     """Minimise a curve energy over :class:`SpacetimeSpline` curves with Adam (the public code's method).
 
     Parameters
@@ -373,6 +402,10 @@ def fit_geodesic(energy_fn, za, zb, *, n_nodes: int = 4, n_points: int = 32, ste
     init : torch.Tensor, shape (n_nodes − 1, D), optional
         Initial spline parameters (default 0: the straight segment).
     callback : callable ``(step, energy) -> None``, optional
+    cosine : bool
+        Anneal the learning rate from ``lr`` to 0 along a half cosine over the ``steps``
+        (default False: constant, the public code's choice). With few steps on a stiff energy
+        (a network's, warm-started) it stops Adam's late oscillation.
 
     Returns
     -------
@@ -395,6 +428,7 @@ def fit_geodesic(energy_fn, za, zb, *, n_nodes: int = 4, n_points: int = 32, ste
         with torch.no_grad():
             curve.params.copy_(init)
     opt = torch.optim.Adam(curve.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(int(steps), 1)) if cosine else None
     hist = []
     for k in range(int(steps)):
         opt.zero_grad()
@@ -406,6 +440,8 @@ def fit_geodesic(energy_fn, za, zb, *, n_nodes: int = 4, n_points: int = 32, ste
             callback(k, hist[-1])
         e.backward()
         opt.step()
+        if sched is not None:
+            sched.step()
     with torch.no_grad():
         hist.append(float(energy_fn(curve(n_points))))
     return curve, np.asarray(hist)
@@ -517,6 +553,81 @@ class EmpiricalPosterior:
         """(E[x_0 | x_t] (N, n), E[‖x_0‖² | x_t] (N,))."""
         w = self.weights(x, lam)
         return w @ self.X, w @ self.sq
+
+
+class HutchinsonPosterior:
+    """Denoiser mean and E[‖x_0‖² | x_t] of a network, differentiable to second order (paper eq. 22, 24).
+
+    mean = D(x_t, t),  E[‖x_0‖² | x_t] = (σ_t²/α_t) · (1/P) Σ_p r_pᵀ J_x D(x_t, t) r_p + ‖D(x_t, t)‖²,
+
+    the second-order Tweedie identity with Hutchinson's trace estimator. The P Rademacher
+    probes r_p ∈ {−1, 1}ⁿ are drawn once at construction and shared by every point of a curve
+    and every call (common random numbers), so an energy built on it is a deterministic,
+    smooth function of the curve that an optimiser can minimise. Each r_pᵀ J_x D r_p is a
+    vector–Jacobian product (``torch.autograd.grad``); when gradients are enabled it is taken
+    with ``create_graph=True``, so the energy's gradient with respect to the curve (x *and* the
+    time coordinate) is a double backward through the denoiser (reverse over reverse). All N
+    points of a curve go through the denoiser in one batched call.
+
+    Parameters
+    ----------
+    denoiser : callable ``(x (N, n), tcoord (N,)) -> (N, n)``
+        E[x_0 | x_t] estimate (e.g. (x − σ ε̂(x, t)) / α of an ε-network), differentiable in
+        both arguments, twice in x. Acts row-wise.
+    schedule : callable ``tcoord (N,) -> (alpha (N,), sigma (N,))``
+        The same schedule as the curve's energy (e.g. :func:`logsnr_alpha_sigma`).
+    n : int, >= 1
+        Data dimension (flattened sample size).
+    n_probes : int, >= 1
+        Number P of fixed probes.
+    seed : int
+        Seed of the probes' generator.
+    dtype : torch.dtype
+        Dtype of the probes (cast to the denoiser's output dtype when used).
+
+    Raises
+    ------
+    ValueError
+        For a non-callable ``denoiser`` / ``schedule``, ``n`` or ``n_probes`` < 1; on call, for
+        x not (N, n), tcoord not (N,), or a denoiser output of the wrong shape.
+    """
+
+    def __init__(self, denoiser, schedule, n: int, n_probes: int = 1, seed: int = 0, dtype=torch.float64):
+        if not callable(denoiser):
+            raise ValueError(f"denoiser: expected a callable (x, tcoord) -> mean, got {type(denoiser).__name__}")
+        if not callable(schedule):
+            raise ValueError(f"schedule: expected a callable tcoord -> (alpha, sigma), got {type(schedule).__name__}")
+        for name, v in (("n", n), ("n_probes", n_probes)):
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {v!r}")
+        self.denoiser, self.schedule, self.n = denoiser, schedule, int(n)
+        gen = torch.Generator().manual_seed(int(seed))
+        self.probes = (torch.randint(0, 2, (int(n_probes), self.n), generator=gen) * 2 - 1).to(dtype)
+
+    def __call__(self, x, tcoord):
+        """(E[x_0 | x_t] (N, n), E[‖x_0‖² | x_t] (N,)) at x (N, n), tcoord (N,); see the class docstring."""
+        _tensor(x, "x", 2)
+        _tensor(tcoord, "tcoord", 1)
+        if x.shape[1] != self.n or tcoord.shape[0] != x.shape[0]:
+            raise ValueError(f"x: expected shape (N, {self.n}) with tcoord (N,), got {tuple(x.shape)} and {tuple(tcoord.shape)}")
+        outer = torch.is_grad_enabled()
+        with torch.enable_grad():
+            xx = x if (outer and x.requires_grad) else x.detach().requires_grad_(True)
+            tc = tcoord if outer else tcoord.detach()
+            D = self.denoiser(xx, tc)
+            if not isinstance(D, torch.Tensor) or D.shape != x.shape:
+                raise ValueError(f"denoiser: expected an output of shape {tuple(x.shape)}, "
+                                 f"got {tuple(getattr(D, 'shape', ()))}")
+            quad = torch.zeros(x.shape[0], dtype=D.dtype, device=D.device)
+            for r in self.probes.to(D):
+                g, = torch.autograd.grad((D * r).sum(), xx, create_graph=outer, retain_graph=True)
+                quad = quad + (g * r).sum(-1)
+            alpha, sigma = self.schedule(tc)
+            trace = (sigma ** 2 / alpha).to(D) * quad / self.probes.shape[0]
+            second = trace + (D * D).sum(-1)
+        if not outer:
+            D, second = D.detach(), second.detach()
+        return D, second
 
 
 # ----------------------------------------------------------------------------- closed forms
