@@ -37,7 +37,7 @@ ORIGINS = ("the data distribution alone", "locality", "only a trained network", 
 
 
 # ----------------------------------------------------------------------------- trajectories
-def exact_trajectories(model, n: int, chain, *, seed: int = 0, key=None) -> dict:
+def exact_trajectories(model, n: int, chain, *, seed: int = 0, key=None, shape=None) -> dict:
     """Deterministic DDIM trajectories of a score model, from the noise of the network's trajectories.
 
     Trajectory j starts from ``torch.randn((C, H, W), generator=torch.Generator().manual_seed(seed + j))``
@@ -46,9 +46,8 @@ def exact_trajectories(model, n: int, chain, *, seed: int = 0, key=None) -> dict
 
     Parameters
     ----------
-    model : score model ``model(x, t)`` with ``alpha_bar`` and ``n`` (values per sample), float64
-        An exact model of :mod:`pifs.reference_models` (C, H, W = 3, 32, 32 unless ``model.C`` etc.
-        say otherwise).
+    model : score model ``model(x, t)`` with ``alpha_bar``, float64
+        An exact model of :mod:`pifs.reference_models`.
     n : int, ≥ 1
         Number of trajectories.
     chain : array_like of int, increasing, in 1..T
@@ -58,6 +57,9 @@ def exact_trajectories(model, n: int, chain, *, seed: int = 0, key=None) -> dict
         Anything :func:`pifs.cache.fingerprint` accepts that identifies the model (e.g. its name,
         training images and locality scales). Given, the result is stored in the build's cache
         (:func:`pifs.cache.cached`) so the notebooks of one build share it.
+    shape : tuple (C, H, W), optional
+        Image shape; default the model's ``C``, ``H``, ``W`` (local machine), else (3, 32, 32). Must
+        match the model's ``n`` values per sample where it has one.
 
     Returns
     -------
@@ -68,7 +70,8 @@ def exact_trajectories(model, n: int, chain, *, seed: int = 0, key=None) -> dict
     Raises
     ------
     ValueError
-        If ``n`` < 1 or ``chain`` is not a valid chain (:func:`pifs.ddim.ddim_chain`).
+        If ``n`` < 1, ``shape`` does not fit the model, or ``chain`` is not a valid chain
+        (:func:`pifs.ddim.ddim_chain`).
     """
     from .cache import cached
     from .ddim import ddim_chain
@@ -76,9 +79,11 @@ def exact_trajectories(model, n: int, chain, *, seed: int = 0, key=None) -> dict
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
         raise ValueError(f"n: expected a positive integer number of trajectories, got {n!r}")
     ts = np.asarray(chain, dtype=np.int64)
-    shape = tuple(int(getattr(model, a, d)) for a, d in (("C", 3), ("H", 32), ("W", 32)))
-    if int(np.prod(shape)) != int(getattr(model, "n", np.prod(shape))):
-        raise ValueError(f"model: cannot infer the image shape (C, H, W) of a model with n = {model.n}")
+    if shape is None:
+        shape = tuple(int(getattr(model, a, d)) for a, d in (("C", 3), ("H", 32), ("W", 32)))
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 3 or int(np.prod(shape)) != int(getattr(model, "n", np.prod(shape))):
+        raise ValueError(f"shape: expected (C, H, W) with C·H·W = the model's n = {getattr(model, 'n', '?')}, got {shape}")
 
     def run():
         noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(seed) + j))

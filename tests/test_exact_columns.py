@@ -58,16 +58,17 @@ def test_exact_trajectories_start_from_the_network_noise_and_follow_ddim(data):
 
     X, _ = data
     m = ideal_denoiser(X.reshape(24, -1), AB)
-    m.C, m.H, m.W = 3, 8, 8
     chain = np.array([1, 21, 41, 61])
-    tr = exact_trajectories(m, 2, chain, seed=5)
+    tr = exact_trajectories(m, 2, chain, seed=5, shape=(3, 8, 8))
     noise = torch.stack([torch.randn((3, 8, 8), generator=torch.Generator().manual_seed(5 + j)) for j in range(2)])
     np.testing.assert_array_equal(tr[61].numpy(), noise.double().numpy())
     want = ddim_chain(m, noise.double(), chain)
     np.testing.assert_allclose(tr[0].numpy(), want.numpy(), rtol=0, atol=1e-12)
     assert tr[0].dtype == torch.float64 and sorted(tr) == [0, 1, 21, 41, 61]
     with pytest.raises(ValueError, match="n:"):
-        exact_trajectories(m, 0, chain)
+        exact_trajectories(m, 0, chain, shape=(3, 8, 8))
+    with pytest.raises(ValueError, match="shape:"):
+        exact_trajectories(m, 1, chain)          # (3, 32, 32) does not fit n = 192
 
 
 def test_bad_inputs_name_the_argument(data):
