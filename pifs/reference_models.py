@@ -20,9 +20,12 @@ flattening of each sample):
 ==============================  ===========================================================
 
 and the tools built on them: :func:`ddim_step_jacobian` (the dense Jacobian of one DDIM step
-x_t → x_{t'} of :mod:`pifs.ddim`, expand·I + b·J_x ε̂), :func:`step_operator` (the same as a
-matrix-free :class:`scipy.sparse.linalg.LinearOperator`, for exact norms by Lanczos at every
-step of a chain), :func:`posterior_concentration` and :func:`memorisation_boundary` (where the
+x_t → x_{t'} of :mod:`pifs.ddim`, expand·I + b·J_x ε̂), :func:`dense_step_jacobian` (the same in
+float64 by the fastest exact route: the Gaussian's eigenbasis, the ideal denoiser's low-rank
+form, the local machine's weighted covariance by matrix products), :func:`step_norm` (its exact
+operator norm, in closed form for the Gaussian and the ideal denoiser), :func:`step_diag_blocks`
+(its diagonal patch blocks without the dense matrix), :func:`step_operator` (a
+matrix-free :class:`scipy.sparse.linalg.LinearOperator` of it), :func:`posterior_concentration` and :func:`memorisation_boundary` (where the
 ideal denoiser memorises), :func:`calibrate_locality` (the locality scale P per timestep that
 best predicts a network, as Kamb & Ganguli calibrate it).
 
@@ -49,6 +52,9 @@ __all__ = [
     "LocalScoreMachine",
     "ddim_step_jacobian",
     "step_operator",
+    "dense_step_jacobian",
+    "step_norm",
+    "step_diag_blocks",
     "posterior_concentration",
     "memorisation_boundary",
     "calibrate_locality",
@@ -346,7 +352,91 @@ class LocalScoreMachine(ScoreModel):
             out = out * mask.to(out.dtype)
         return out, P
 
+    def _posterior(self, x1, t):
+        """Weights and data of the local machine at one sample: (P, X (N', C, H·W), W (N', H·W), m (C, H·W)).
+
+        Only images with a nonzero weight at some pixel are kept (the rest contribute exactly 0).
+        """
+        P = self.patch_size_at(t)
+        d = self._tensors(P, x1.dtype, x1.device)
+        w = self._weights(x1, t, P)  # (N, H, W)
+        keep = w.amax((1, 2)) > 0
+        X = d["X"][keep].reshape(-1, self.C, self.H * self.W)
+        Wf = w[keep].reshape(-1, self.H * self.W)
+        return P, X, Wf, (Wf[:, None, :] * X).sum(0)
+
+    def weighted_covariance(self, x1, t, rows, cols):
+        """Blocks of the masked weighted covariance whose (√ᾱ_t/v_t) multiple is J_x x̂_0.
+
+        For flat indices a = (c, p) (output channel c at pixel p) and j = (d, q) of the row-major
+        (C, H, W) flattening, Cov[a, j] = mask(p, q) · (Σ_n w_{p,n} X^n_a X^n_j − m_a Σ_n w_{p,n} X^n_j),
+        with mask(p, q) = 1 when q lies in the P × P window centred at p (|Δh|, |Δw| ≤ P//2; the
+        zero-padding convention of the class: pixels outside the image are not variables), w the
+        local posterior weights and m = x̂_0. Computed by matrix products over the training images
+        (cost B·|rows|·|cols|·N), not by the banded scatter of :meth:`band`.
+
+        Parameters
+        ----------
+        x1 : torch.Tensor, (C, H, W) or (n,)
+        t : int, 1..T
+        rows, cols : array_like of int, shape (B, r) and (B, q)
+            Flat indices in 0..n−1 of each block's rows and columns.
+
+        Returns
+        -------
+        torch.Tensor, shape (B, r, q), x1's dtype.
+
+        Raises
+        ------
+        ValueError
+            For the equivariant machine (use :meth:`band`) or indices out of range.
+        """
+        if self.equivariant:
+            raise ValueError("weighted_covariance: only for the local (non-equivariant) machine; use band()")
+        t = self._check_t(t, 1)
+        rows = torch.as_tensor(np.asarray(rows), dtype=torch.long, device=x1.device)
+        cols = torch.as_tensor(np.asarray(cols), dtype=torch.long, device=x1.device)
+        for nm, ix in (("rows", rows), ("cols", cols)):
+            if ix.ndim != 2 or (ix.numel() and (int(ix.min()) < 0 or int(ix.max()) >= self.n)):
+                raise ValueError(f"{nm}: expected a 2-D array of flat indices in 0..{self.n - 1}")
+        P, X, Wf, m = self._posterior(x1.reshape(self.C, self.H, self.W), t)
+        return self._cov_blocks(X, Wf, m, P, rows, cols)
+
+    def _cov_blocks(self, X, Wf, m, P, rows, cols):
+        HW = self.H * self.W
+        Xf = X.reshape(X.shape[0], -1)  # (N, n)
+        pr, pc = rows % HW, cols % HW
+        Xr = Xf[:, rows].permute(1, 2, 0)  # (B, r, N)
+        Wr = Wf[:, pr].permute(1, 2, 0)  # (B, r, N)
+        Xc = Xf[:, cols].permute(1, 0, 2)  # (B, N, q)
+        A = torch.bmm(Wr * Xr, Xc)  # Σ_n w_{p,n} X_a X_j
+        mu = torch.bmm(Wr, Xc)  # Σ_n w_{p,n} X_j
+        blk = A - m.reshape(-1)[rows][:, :, None] * mu
+        r = P // 2
+        hr, wr, hc, wc = pr // self.W, pr % self.W, pc // self.W, pc % self.W
+        mask = ((hr[:, :, None] - hc[:, None, :]).abs() <= r) & ((wr[:, :, None] - wc[:, None, :]).abs() <= r)
+        return blk * mask.to(blk.dtype)
+
+    def _x0_jacobian_fast(self, x1, t):
+        """Dense J_x x̂_0 (n, n) by matrix products, one output pixel row at a time (non-equivariant)."""
+        P, X, Wf, m = self._posterior(x1, t)
+        ab, v = self._coef(t, x1)
+        C, H, W = self.C, self.H, self.W
+        r = P // 2
+        J = torch.zeros(C, H, W, C, H, W, dtype=x1.dtype, device=x1.device)
+        ar = torch.arange(W, device=x1.device)
+        for h in range(H):
+            h0, h1 = max(0, h - r), min(H, h + r + 1)
+            rows = ((torch.arange(C, device=x1.device)[:, None] * H + h) * W + ar[None, :]).reshape(1, -1)
+            cols = ((torch.arange(C, device=x1.device)[:, None, None] * H + torch.arange(h0, h1, device=x1.device)[
+                None, :, None]) * W + ar[None, None, :]).reshape(1, -1)
+            blk = self._cov_blocks(X, Wf, m, P, rows, cols)[0]
+            J[:, h, :, :, h0:h1, :] = blk.reshape(C, W, C, h1 - h0, W)
+        return (torch.sqrt(ab) / v) * J.reshape(self.n, self.n)
+
     def _x0_jacobian1(self, x1, t):
+        if not self.equivariant:
+            return self._x0_jacobian_fast(x1, t)
         Cb, P = self.band(x1, t)
         ab, v = self._coef(t, x1)
         C, H, W = self.C, self.H, self.W
@@ -431,6 +521,188 @@ def ddim_step_jacobian(model, x, t, t_prev=None):
     return expand * torch.eye(Je.shape[0], dtype=Je.dtype, device=Je.device) + b * Je
 
 
+def _ideal_parts(model, xb, t, t_prev):
+    """Ideal denoiser at one point: c0, c1 and Y = √w (X − m) over the images with weight > 1e-300.
+
+    J_x Φ = c0 I + c1 YᵀY (Cov_w = YᵀY)."""
+    from .ddim import step_coefficients
+
+    expand, b = step_coefficients(model.alpha_bar, t, t_prev)
+    a = float(model.alpha_bar[int(t)])
+    v = 1.0 - a
+    with torch.no_grad():
+        w = model.weights(xb, int(t))[0].numpy()
+    keep = w > 1e-300
+    X = model.data[keep]
+    wk = w[keep]
+    Y = np.sqrt(wk)[:, None] * (X - wk @ X)
+    return expand + b / np.sqrt(v), -b * a / v ** 1.5, Y
+
+
+def _gauss_gain(model, t, t_prev):
+    from .ddim import step_coefficients
+
+    expand, b = step_coefficients(model.alpha_bar, t, t_prev)
+    a = float(model.alpha_bar[int(t)])
+    v = 1.0 - a
+    return expand + b * np.sqrt(v) / (a * model._lam + v)  # eigenvalues of J_x Φ in the eigenbasis U
+
+
+def _fast_kind(model):
+    if isinstance(model, GaussianScore) and not model.block:
+        return "gaussian"
+    if isinstance(model, EmpiricalScore):
+        return "ideal"
+    if isinstance(model, LocalScoreMachine) and not model.equivariant:
+        return "local"
+    return None
+
+
+def dense_step_jacobian(model, x, t, t_prev=None) -> np.ndarray:
+    """Dense J_x Φ of one DDIM step x_t → x_{t_prev} in float64, by the fastest exact route.
+
+    Exact Gaussian: U diag(g) Uᵀ with g = √(ᾱ_{t'}/ᾱ_t) + b √v_t/(ᾱ_t λ + v_t) (Σ = U diag(λ) Uᵀ);
+    ideal denoiser: c0 I + c1 YᵀY with c0 = √(ᾱ_{t'}/ᾱ_t) + b/√v_t, c1 = −b ᾱ_t/v_t^{3/2},
+    Y = √w (X − x̂_0) (the images with posterior weight > 1e-300); local machine: the masked
+    weighted covariance of :meth:`LocalScoreMachine.weighted_covariance`, one output pixel row at
+    a time (matrix products over the training images). Other models: :func:`ddim_step_jacobian`.
+
+    Parameters
+    ----------
+    model : GaussianScore, EmpiricalScore, LocalScoreMachine (or any model with ``jacobian``)
+    x : torch.Tensor, one sample (n,) or (C, H, W)
+    t : int, 1..T
+    t_prev : int, 0..t−1, optional (default t − 1)
+
+    Returns
+    -------
+    numpy.ndarray, float64, shape (n, n), row-major flattening; equals
+    :func:`ddim_step_jacobian` (to float64 round-off).
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`ddim_step_jacobian`.
+    """
+    xb = _one_point(x).double()
+    t_prev = int(t) - 1 if t_prev is None else int(t_prev)
+    kind = _fast_kind(model)
+    if kind == "gaussian":
+        g = _gauss_gain(model, t, t_prev)
+        U = model._U
+        return (U * g[None, :]) @ U.T
+    if kind == "ideal":
+        c0, c1, Y = _ideal_parts(model, xb, t, t_prev)
+        J = c1 * (Y.T @ Y)
+        J[np.diag_indices_from(J)] += c0
+        return J
+    with torch.no_grad():
+        return ddim_step_jacobian(model, xb[0], t, t_prev).numpy()
+
+
+def step_norm(model, x, t, t_prev=None, *, J=None) -> float:
+    """Exact ‖J_x Φ‖_op of one DDIM step (κ_t of Table 4), in closed form where there is one.
+
+    Exact Gaussian: max_i |g_i| over the eigenvalues g of J_x Φ = U diag(g) Uᵀ (symmetric);
+    ideal denoiser: J_x Φ = c0 I + c1 YᵀY is symmetric with eigenvalues c0 + c1 σ_i²(Y), plus c0
+    itself when Y (N_w × n) has fewer rows than n; σ² from the smaller Gram matrix (Y Yᵀ or YᵀY) by
+    a symmetric eigen-solver; local machine (and any other model): :func:`pifs.block_jacobian.exact_norm`
+    of the dense Jacobian (:func:`dense_step_jacobian`, or ``J`` when given). Exact to float64
+    round-off; not an estimate.
+
+    Parameters
+    ----------
+    model : GaussianScore, EmpiricalScore, LocalScoreMachine
+    x : torch.Tensor, one sample (n,) or (C, H, W)
+    t : int, 1..T
+    t_prev : int, 0..t−1, optional (default t − 1)
+    J : array_like (n, n), optional
+        The dense J_x Φ at this point when already formed (used for models without a closed-form norm).
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`ddim_step_jacobian`.
+    """
+    from .block_jacobian import exact_norm
+
+    xb = _one_point(x).double()
+    t_prev = int(t) - 1 if t_prev is None else int(t_prev)
+    kind = _fast_kind(model)
+    if kind == "gaussian":
+        return float(np.abs(_gauss_gain(model, t, t_prev)).max())
+    if kind == "ideal":
+        c0, c1, Y = _ideal_parts(model, xb, t, t_prev)
+        Yt = torch.from_numpy(Y)
+        gram = Yt @ Yt.T if Y.shape[0] < Y.shape[1] else Yt.T @ Yt
+        s2 = torch.linalg.eigvalsh(0.5 * (gram + gram.T)).numpy()
+        vals = c0 + c1 * s2
+        if Y.shape[0] < Y.shape[1]:
+            vals = np.append(vals, c0)
+        return float(np.abs(vals).max())
+    if J is None:
+        J = dense_step_jacobian(model, xb[0], t, t_prev)
+    return float(exact_norm(J))
+
+
+def step_diag_blocks(model, x, t, t_prev, patch_idx) -> np.ndarray:
+    """The diagonal blocks [J_x Φ]_kk of one DDIM step, without forming the dense Jacobian.
+
+    Exact Gaussian: U_k diag(g) U_kᵀ (U_k the rows of patch k of the eigenbasis); ideal denoiser:
+    c0 I + c1 Y_kᵀ Y_k (Y_k the columns of patch k); local machine: c0 I + c1 Cov_kk of
+    :meth:`LocalScoreMachine.weighted_covariance`; other models: blocks of :func:`dense_step_jacobian`.
+
+    Parameters
+    ----------
+    model : GaussianScore, EmpiricalScore, LocalScoreMachine
+    x : torch.Tensor, one sample (n,) or (C, H, W)
+    t : int, 1..T
+    t_prev : int, 0..t−1 or None (t − 1)
+    patch_idx : array_like of int, shape (M, n_k)
+        :func:`pifs.patches.patch_indices`.
+
+    Returns
+    -------
+    numpy.ndarray, float64, shape (M, n_k, n_k): [J]_kk[i, j] = J[patch_idx[k, i], patch_idx[k, j]].
+
+    Raises
+    ------
+    ValueError
+        For indices out of range.
+    """
+    from .ddim import step_coefficients
+
+    xb = _one_point(x).double()
+    t_prev = int(t) - 1 if t_prev is None else int(t_prev)
+    idx = np.asarray(patch_idx, dtype=np.int64)
+    n = xb[0].numel()
+    if idx.ndim != 2 or idx.min() < 0 or idx.max() >= n:
+        raise ValueError(f"patch_idx: expected (M, n_k) flat indices in 0..{n - 1}, got shape {idx.shape}")
+    kind = _fast_kind(model)
+    eye = np.eye(idx.shape[1])
+    if kind == "gaussian":
+        Uk = torch.from_numpy(model._U[idx])  # (M, nk, n)
+        g = torch.from_numpy(_gauss_gain(model, t, t_prev))
+        return torch.bmm(Uk * g, Uk.transpose(1, 2)).numpy()
+    if kind == "ideal":
+        c0, c1, Y = _ideal_parts(model, xb, t, t_prev)
+        Yk = torch.from_numpy(Y[:, idx]).permute(1, 0, 2)  # (M, N_w, nk)
+        return c0 * eye + c1 * torch.bmm(Yk.transpose(1, 2), Yk).numpy()
+    if kind == "local":
+        expand, b = step_coefficients(model.alpha_bar, t, t_prev)
+        a = float(model.alpha_bar[int(t)])
+        v = 1.0 - a
+        with torch.no_grad():
+            cov = model.weighted_covariance(xb[0], int(t), idx, idx).numpy()
+        return (expand + b / np.sqrt(v)) * eye - b * a / v ** 1.5 * cov
+    J = dense_step_jacobian(model, xb[0], t, t_prev)
+    return J[idx[:, :, None], idx[:, None, :]]
+
+
 def step_operator(model, x, t, t_prev=None):
     """J_x Φ of one DDIM step as a matrix-free float64 LinearOperator (exact norms by Lanczos).
 
@@ -489,6 +761,9 @@ def step_operator(model, x, t, t_prev=None):
             return c0 * z + c1 * (Y.T @ (Y @ z))
 
         return LinearOperator((n, n), matvec=mv, rmatvec=mv, matmat=mv, dtype=np.float64), True
+    if isinstance(model, LocalScoreMachine) and not model.equivariant:
+        Jd = dense_step_jacobian(model, xb[0], int(t), t_prev)
+        return aslinearoperator(sp.csr_matrix(Jd)), False
     if isinstance(model, LocalScoreMachine):
         Cb, P = model.band(xb[0], int(t))
         Cb = Cb.numpy()

@@ -134,3 +134,52 @@ def test_bad_arguments_name_the_argument():
         posterior_concentration(gaussian_from_images(X, AB), x[None], 10)
     with pytest.raises(ValueError, match="n_points"):
         memorisation_boundary(ideal_denoiser(X, AB), n_points=0)
+
+
+# ----------------------------------------------------------------------------- fast exact routes (issue 12)
+from pifs.reference_models import dense_step_jacobian, step_diag_blocks, step_norm  # noqa: E402
+
+G8 = torch.Generator().manual_seed(5)
+X8 = torch.rand(20, 3, 8, 8, generator=G8, dtype=torch.float64) * 2 - 1  # 20 images, n = 192
+x8 = torch.randn(3, 8, 8, generator=G8, dtype=torch.float64) * 0.8
+IDX8 = patch_indices((3, 8, 8), 4)
+
+
+@pytest.mark.parametrize("P", [3, 5, 15])
+@pytest.mark.parametrize("t", [30, 400, 950])
+def test_fast_local_machine_jacobian_equals_autograd(P, t):
+    m = LocalScoreMachine(X8, AB, P)
+    Ja = _autograd(m, x8, t)  # independent: reverse-mode autodiff through the forward pass
+    J = m.jacobian(x8[None], t)[0]  # matrix products over the training images
+    assert torch.allclose(J, Ja, rtol=1e-9, atol=1e-9 * float(Ja.abs().max()))
+    Js = dense_step_jacobian(m, x8, t, t - 20)
+    Jd = dense_jacobian(step_fn(m, t, t - 20), x8).numpy()
+    assert np.allclose(Js, Jd, rtol=1e-9, atol=1e-10)
+    D = step_diag_blocks(m, x8, t, t - 20, IDX8)
+    assert np.allclose(D, Jd[IDX8[:, :, None], IDX8[:, None, :]], atol=1e-10)
+    assert abs(step_norm(m, x8, t, t - 20) - np.linalg.norm(Jd, 2)) < 1e-10
+
+
+@pytest.mark.parametrize("name", ["gaussian", "ideal_few", "ideal_many"])
+@pytest.mark.parametrize("t", [1, 21, 300, 981])
+def test_closed_form_step_norms_equal_dense_svd(name, t):
+    # ideal_few: 20 images < n = 192 (eigenvalue c0 of the null space enters); ideal_many: 300 > n
+    data = X8 if name != "ideal_many" else torch.rand(300, 3, 8, 8, generator=torch.Generator().manual_seed(2),
+                                                       dtype=torch.float64) * 2 - 1
+    m = gaussian_from_images(data, AB) if name == "gaussian" else ideal_denoiser(data, AB)
+    xt = np.sqrt(AB[t]) * data[3] + np.sqrt(1 - AB[t]) * x8  # a point near the data at noise level t
+    tp = max(t - 20, 0)
+    Jd = dense_jacobian(step_fn(m, t, tp), xt).numpy()  # autograd, independent of the closed forms
+    assert abs(step_norm(m, xt, t, tp) - np.linalg.norm(Jd, 2)) < 1e-10 * max(1.0, np.linalg.norm(Jd, 2))
+    assert np.allclose(dense_step_jacobian(m, xt, t, tp), Jd, atol=1e-10)
+    assert np.allclose(step_diag_blocks(m, xt, t, tp, IDX8), Jd[IDX8[:, :, None], IDX8[:, None, :]], atol=1e-10)
+
+
+def test_exact_norm_dense_fallback_on_a_clustered_spectrum():
+    rng = np.random.default_rng(3)
+    U, _ = np.linalg.qr(rng.standard_normal((120, 120)))
+    V, _ = np.linalg.qr(rng.standard_normal((120, 120)))
+    s = 1.0 + 1e-9 * np.arange(120)  # ARPACK cannot resolve this in one restart: the dense fallback answers
+    for A in ((U * s) @ V.T, (U * s) @ U.T):
+        assert abs(exact_norm(A, maxiter=1) - np.linalg.norm(A, 2)) < 1e-12
+        assert abs(exact_norm(A) - np.linalg.norm(A, 2)) < 1e-12
