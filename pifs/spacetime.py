@@ -26,7 +26,9 @@ Conventions
   (t ∈ [0, 1] for the toy schedule, or the log-SNR λ = log(α²/σ²) for images), columns
   1.. the flattened sample x_t. float64 unless stated.
 * A *posterior* callable ``posterior(x, tcoord) -> (mean, second)`` returns
-  E[x_0 | x_t] (N, n) and E[‖x_0‖² | x_t] (N,), differentiable in both arguments.
+  E[x_0 | x_t] (N, n) and E[‖x_0‖² | x_t] (N,), differentiable in both arguments
+  (exact: :class:`MixturePosterior1D`, :class:`EmpiricalPosterior`; a network:
+  :class:`HutchinsonPosterior`, whose energy gradient is a double backward).
 * A *schedule* callable ``schedule(tcoord) -> (alpha, sigma)`` returns α_t, σ_t (N,).
 """
 from __future__ import annotations
