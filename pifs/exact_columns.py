@@ -381,8 +381,12 @@ class ColumnTable:
         data = [[self._text.get((r, c), "") for c in self.columns] for r in self._rows]
         return pd.DataFrame(data, index=pd.Index(self._rows, name=self.index_name or None), columns=cols)
 
-    def show(self, caption: str = ""):
-        """Display the table (IPython) with ``caption``; returns the Styler."""
+    def show(self, caption: str = "") -> None:
+        """Display the table (IPython) with ``caption``.
+
+        Returns None, so a ``show`` on a cell's last line does not display the table twice
+        (use :meth:`frame` for the data).
+        """
         sty = self.frame().style
         if caption:
             sty = sty.set_caption(caption)
@@ -392,15 +396,18 @@ class ColumnTable:
             display(sty)
         except ImportError:  # pragma: no cover
             print(self.frame().to_string())
-        return sty
 
 
 def _origin(shown):
     """What a finding follows from, given {column: bool or None}: (key of ORIGINS, the sentence)."""
     g, i, l_, n = (shown.get(k) for k in ("exact Gaussian", "ideal denoiser", "local machine", "network"))
-    if g or i:
-        which = " and ".join(m for m, s in (("the exact Gaussian", g), ("the ideal denoiser", i)) if s)
-        return ORIGINS[0], f"the data distribution alone ({which} show{'s' if ' and ' not in which else ''} it)"
+    if g and i:
+        return ORIGINS[0], "the data distribution alone (the exact Gaussian and the ideal denoiser show it)"
+    if g:
+        return ORIGINS[0], "the data distribution alone (its Gaussian part: the exact Gaussian shows it)"
+    if i:
+        return ORIGINS[0], ("the data distribution alone, through its empirical law (the ideal denoiser shows it, "
+                            "the exact Gaussian does not)")
     if l_:
         return ORIGINS[1], "locality (the local machine shows it; neither the Gaussian nor the ideal denoiser does)"
     if n:
