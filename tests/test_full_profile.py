@@ -90,12 +90,13 @@ def overrides(ckpt: Path, faces: Path) -> dict[str, dict]:
     common = {"cifar10_checkpoint": str(ckpt)}
     return {
         "07_setup_suppression": {**common, "n_seeds": 2, "s_timesteps": [1, 601, 941], "inv_timesteps": [21],
-                                 "inv_seeds": 1, "k_pi": 2, "n_show": 4, "sample_steps": 5},
+                                 "inv_seeds": 1, "k_pi": 2, "n_show": 4, "sample_steps": 5, "exact_seeds": 1, "local_seeds": 1},
         "07_regimes_crossover": {**common, "n_seeds": 1, "t_measure": [980, 600, 20], "k_pi": 2, "k_chain": 1,
                                  "k_diag": 2},
         "07_deviation_dimension": {**common, "celeba_checkpoint": str(ckpt), "celeba_dir": str(faces), "n_proxy": 3,
                                    "proxy_timesteps": [999, 900, 800, 600], "n_traj": 2, "n_s_timesteps": 2, "n_q": 2,
-                                   "ky_eval_every": 48, "n_ky_images": 0},
+                                   "ky_eval_every": 48, "n_ky_images": 0, "exact_size": 16, "exact_proxy": 3,
+                                   "local_proxy": 1, "exact_traj": 2, "local_traj": 1, "exact_q": 2, "local_q": 1},
     }
 
 
@@ -144,6 +145,14 @@ def test_full_profile_runs_every_s7_notebook(stand_ins, tmp_path, monkeypatch):
     for s, rs in recs.items():   # no "needs the full profile" left for what full measures
         left = [r["id"] for r in rs if r["status"] == "needs full profile"]
         assert not [i for i in left if "google/ddpm" in i], f"{s}: {left}"
+    # the exact-model columns run in full too, and every deviation on the paper's checkpoint lists its readings
+    from pifs.claims import validate
+
+    for s, tabs in (("07_setup_suppression", ("Table 3",)), ("07_deviation_dimension", ("Table 10", "Figure 1", "Table 11"))):
+        for tab in tabs:
+            assert any(r["basis"] == "exact-model" and r["id"].startswith(tab) for r in recs[s]), f"{s}: no exact {tab}"
+        problems = validate(recs[s], strict=True)
+        assert not problems, f"{s}: " + "; ".join(problems)
     # §7.7 in full runs the paper's 49-step chain
     nb = json.loads((tmp_path / "executed" / "07_deviation_dimension.ipynb").read_text())
     text = "".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", []))
