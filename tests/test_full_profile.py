@@ -92,7 +92,8 @@ def overrides(ckpt: Path, faces: Path) -> dict[str, dict]:
         "07_setup_suppression": {**common, "n_seeds": 2, "s_timesteps": [1, 601, 941], "inv_timesteps": [21],
                                  "inv_seeds": 1, "k_pi": 2, "n_show": 4, "sample_steps": 5, "exact_seeds": 1, "local_seeds": 1},
         "07_regimes_crossover": {**common, "n_seeds": 1, "t_measure": [980, 600, 20], "k_pi": 2, "k_chain": 1,
-                                 "k_diag": 2},
+                                 "k_diag": 2, "ref_size": 8, "ref_seeds": 1, "ref_block_steps": [981, 601, 21],
+                                 "ref_diag_steps": [261, 21], "ref_t6_steps": [981, 601, 21], "net_estimator_t": [600]},
         "07_deviation_dimension": {**common, "celeba_checkpoint": str(ckpt), "celeba_dir": str(faces), "n_proxy": 3,
                                    "proxy_timesteps": [999, 900, 800, 600], "n_traj": 2, "n_s_timesteps": 2, "n_q": 2,
                                    "ky_eval_every": 48, "n_ky_images": 0, "exact_size": 16, "exact_proxy": 3,
@@ -140,6 +141,8 @@ def test_full_profile_runs_every_s7_notebook(stand_ins, tmp_path, monkeypatch):
     assert has("07_setup_suppression", "Table 3"), sorted(paper["07_setup_suppression"])
     assert has("07_regimes_crossover", "Table 4 · t="), sorted(paper["07_regimes_crossover"])
     assert has("07_regimes_crossover", "Table 5 · t="), sorted(paper["07_regimes_crossover"])
+    from pifs.claims import validate   # §7.4–7.5 on the paper's checkpoint: every deviation lists its readings
+    assert not validate(recs["07_regimes_crossover"], strict=True), validate(recs["07_regimes_crossover"], strict=True)
     assert has("07_deviation_dimension", "Table 10 · t = 999 · E‖Δ̂_t‖"), sorted(paper["07_deviation_dimension"])
     assert has("07_deviation_dimension", "Table 11 · patch 0 · Λ_pred"), sorted(paper["07_deviation_dimension"])
     for s, rs in recs.items():   # no "needs the full profile" left for what full measures
