@@ -7,8 +7,8 @@ notebooks of §7 share for that:
 * the measurement along trajectories: :func:`exact_trajectories` (deterministic DDIM
   trajectories of an exact model from the same noise as the network's, cached per build),
   :func:`patch_rayleigh` (⟨v_k, [J_x ε̂]_kk v_k⟩, closed form for the local score machine —
-  a JVP through it costs ~20 s per point at 32 × 32 — and by forward-mode JVP for any other
-  model), :func:`suppression` (S_k,t of eq. 30) and :func:`step_rayleigh` (⟨v_k, [J_x Φ]_kk v_k⟩
+  a JVP through it costs ~20 s per point at 32 × 32 — and the ideal denoiser, by forward-mode
+  JVP for any other model), :func:`suppression` (S_k,t of eq. 30) and :func:`step_rayleigh` (⟨v_k, [J_x Φ]_kk v_k⟩
   of the DDIM step, eq. 32);
 * the display and the records: :class:`ColumnTable` (one table, one column per model, each
   column headed with its basis, each exact-model cell recorded with ``basis="exact-model"``)
@@ -166,15 +166,44 @@ def _local_rayleigh(model, x, t, stats):
     return np.stack(out)
 
 
+def _ideal_rayleigh(model, x, t, stats):
+    """Closed-form ⟨v_k, [J_x ε̂]_kk v_k⟩ of the ideal denoiser, (B, M) float64.
+
+    J_x ε̂ = I/√v_t − (ᾱ_t/v_t^{3/2}) Cov_w(x_0 | x_t) (pifs.scores.EmpiricalScore), so with
+    a^n_k = ⟨v_k, x^n⟩ (v_k embedded in patch k): ⟨v_k, [J ε̂]_kk v_k⟩ = 1/√v_t − (ᾱ_t/v_t^{3/2}) Var_w(a_k).
+    """
+    n = int(np.prod(stats.shape))
+    if model.n != n:
+        raise ValueError(f"stats: patches of images with n = {n} values, the model's have n = {model.n}")
+    idx = np.asarray(stats.patch_idx)
+    key = (id(model), idx.tobytes(), np.asarray(stats.vecs).tobytes())
+    if key not in _IDEAL:
+        _IDEAL.clear()
+        U = np.zeros((n, idx.shape[0]))
+        U[idx, np.arange(idx.shape[0])[:, None]] = np.asarray(stats.vecs, np.float64)
+        _IDEAL[key] = torch.as_tensor(np.asarray(model.data, np.float64) @ U)           # (N, M): a^n_k
+    a = _IDEAL[key]
+    ab = float(model.alpha_bar[t])
+    v = 1.0 - ab
+    w = model.weights(x.reshape(x.shape[0], -1).to(torch.float64), t)                  # (B, N)
+    da = a[None] - (w @ a)[:, None, :]                                                 # (B, N, M)
+    var = (w[:, :, None] * da * da).sum(1)
+    return (1.0 / np.sqrt(v) - ab / v ** 1.5 * var).numpy()
+
+
+_IDEAL = {}
+
+
 def patch_rayleigh(model, x, t: int, stats) -> np.ndarray:
     """Rayleigh quotients ⟨v_k, [J_x ε̂(x, t)]_kk v_k⟩ of a score model's diagonal Jacobian blocks.
 
     Parameters
     ----------
     model : score model ``model(x, t)`` with ``alpha_bar``
-        A :class:`pifs.reference_models.LocalScoreMachine` (non-equivariant) is evaluated in closed
-        form (its Jacobian is a banded weighted covariance); any other model by one batched
-        forward-mode JVP per patch (:func:`pifs.suppression.block_rayleigh`).
+        A :class:`pifs.reference_models.LocalScoreMachine` (non-equivariant; its Jacobian is a banded
+        weighted covariance) and the ideal denoiser :class:`pifs.scores.EmpiricalScore` (a weighted
+        covariance) are evaluated in closed form; any other model by one batched forward-mode JVP
+        per patch (:func:`pifs.suppression.block_rayleigh`).
     x : torch.Tensor, (B, C, H, W), float, pixel scale [−1, 1]
         Evaluation points.
     t : int, 1..T
@@ -191,6 +220,7 @@ def patch_rayleigh(model, x, t: int, stats) -> np.ndarray:
         For a bad ``x``, ``t`` or a patching that is not the row-major tiling (closed form).
     """
     from .reference_models import LocalScoreMachine
+    from .scores import EmpiricalScore
     from .suppression import block_rayleigh
 
     if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point or x.ndim != 4:
@@ -201,6 +231,8 @@ def patch_rayleigh(model, x, t: int, stats) -> np.ndarray:
         raise ValueError(f"t: training index must lie in 1..{model.alpha_bar.size - 1}, got {t}")
     if isinstance(model, LocalScoreMachine) and not model.equivariant:
         return _local_rayleigh(model, x, t, stats)
+    if isinstance(model, EmpiricalScore):
+        return _ideal_rayleigh(model, x, t, stats)
     r = block_rayleigh(lambda z: model(z, t), x.to(torch.float64), stats.vecs, stats.patch_idx)
     return r.double().cpu().numpy()
 

@@ -33,6 +33,15 @@ def test_local_machine_rayleigh_matches_forward_mode_autograd(data, P, t):
     np.testing.assert_allclose(closed, jvp, rtol=1e-9, atol=1e-9 / np.sqrt(1 - AB[t]))
 
 
+@pytest.mark.parametrize("t", [981, 501, 101, 21])
+def test_ideal_denoiser_rayleigh_matches_forward_mode_autograd(data, t):
+    X, st = data
+    m = ideal_denoiser(X, AB)
+    x = torch.as_tensor(np.sqrt(AB[t]) * X[3:6] + np.sqrt(1 - AB[t]) * np.random.default_rng(4).normal(size=X[3:6].shape))
+    jvp = block_rayleigh(lambda z: m(z, t), x, st.vecs, st.patch_idx).numpy()
+    np.testing.assert_allclose(patch_rayleigh(m, x, t, st), jvp, rtol=1e-9, atol=1e-9 / np.sqrt(1 - AB[t]))
+
+
 def test_suppression_matches_suppression_field_against_the_surrogate(data):
     X, st = data
     sur = st.surrogate(AB)
