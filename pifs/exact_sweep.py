@@ -141,10 +141,13 @@ def exact_sweep(model, stats, *, chain=None, seeds=(0, 1, 2), block_steps=None, 
     from .block_jacobian import (chebyshev_distances, coupling_by_distance, dense_step_measurement,
                                  diag_block_measurement, exact_norm, matrix_power_iteration, slack_at_strides)
     from .ddim import ddim_chain, step_coefficients
-    from .reference_models import (_fast_kind, _gauss_gain, dense_step_jacobian, step_diag_blocks, step_norm,
-                                   step_operator)
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import LinearOperator
+
+    from .reference_models import (_fast_kind, _gauss_gain, _ideal_norm, _ideal_parts, dense_step_jacobian,
+                                   step_diag_blocks, step_norm, step_operator)
     from .schedules import ddim_timesteps
-    from .suppression import suppression_field
+    from .suppression import block_rayleigh, suppression_field
 
     log = log or (lambda s: None)
     ab = model.alpha_bar
@@ -205,12 +208,21 @@ def exact_sweep(model, stats, *, chain=None, seeds=(0, 1, 2), block_steps=None, 
                     kp = float(_gauss_power_iteration(model, _gauss_gain(model, t, prev[t]), k_pi,
                                                       seed * 1000 + t)[-1])
                 elif kind == "ideal":
-                    ke = step_norm(model, x, t, prev[t])
-                    A = J if J is not None else step_operator(model, x, t, prev[t])[0]
+                    c0, c1, Y = _ideal_parts(model, x[None].double(), t, prev[t])
+                    ke = _ideal_norm(c0, c1, Y)
+                    if J is not None:
+                        A = J
+                    else:
+                        def mv(z, c0=c0, c1=c1, Y=Y):
+                            z = z.reshape(n, -1)
+                            return c0 * z + c1 * (Y.T @ (Y @ z))
+                        A = LinearOperator((n, n), matvec=mv, rmatvec=mv, matmat=mv, dtype=np.float64)
                     kp = float(matrix_power_iteration(A, k_pi, seed=seed * 1000 + t)[-1])
+                    del Y
                 elif J is not None:
-                    ke = float(exact_norm(J))
-                    kp = float(matrix_power_iteration(J, k_pi, seed=seed * 1000 + t)[-1])
+                    ke = step_norm(model, x, t, prev[t], J=J)
+                    A = sp.csr_matrix(J) if kind == "local" else J  # banded: sparse products
+                    kp = float(matrix_power_iteration(A, k_pi, seed=seed * 1000 + t)[-1])
                 else:  # pragma: no cover - models without a dense route
                     op, sym = step_operator(model, x, t, prev[t])
                     ke = exact_norm(op, symmetric=sym)
@@ -260,9 +272,16 @@ def exact_sweep(model, stats, *, chain=None, seeds=(0, 1, 2), block_steps=None, 
                                                     "frac_violated_pi")}})
             if t in S_set:
                 ssk = ("S",) + sk
-                if ssk not in memo:
+                if ssk not in memo and kind is None:
                     memo[ssk] = suppression_field(model, sur, x[None], t, stats.vecs, idx, alpha_bar=ab,
                                                   t_prev=prev[t])[0]
+                elif ssk not in memo:  # eq. (30) from the exact diagonal blocks: ⟨v,[Jε]_kk v⟩ = (⟨v,[JΦ]_kk v⟩ − c)/b
+                    c, b = step_coefficients(ab, t, prev[t])
+                    md = memo.get(bk) or memo.get(dk)
+                    rq_phi = md["rayleigh"] if md is not None else diag_block_measurement(
+                        step_diag_blocks(model, x, t, prev[t], idx), stats.vecs, k_block=1)["rayleigh"]
+                    rq_g = block_rayleigh(lambda z: sur(z, t), x[None], stats.vecs, idx)[0].numpy()
+                    memo[ssk] = torch.as_tensor(abs(b) * ((rq_phi - c) / b - rq_g))
                 S = memo[ssk]
                 for k in range(idx.shape[0]):
                     SS.append({"seed": seed, "t": t, "patch": k, "lam": float(stats.lam[k]), "S": float(S[k])})

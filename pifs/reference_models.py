@@ -418,21 +418,34 @@ class LocalScoreMachine(ScoreModel):
         return blk * mask.to(blk.dtype)
 
     def _x0_jacobian_fast(self, x1, t):
-        """Dense J_x x̂_0 (n, n) by matrix products, one output pixel row at a time (non-equivariant)."""
+        """Dense J_x x̂_0 (n, n) by batched matrix products, one vertical offset at a time (non-equivariant).
+
+        Output pixel row h against input pixel row h + δ (|δ| ≤ P//2): A = (w_h ⊙ X_h)ᵀ X_{h+δ} and
+        μ = w_hᵀ X_{h+δ} over the training images, batched over h; then the |Δw| ≤ P//2 mask."""
         P, X, Wf, m = self._posterior(x1, t)
         ab, v = self._coef(t, x1)
         C, H, W = self.C, self.H, self.W
-        r = P // 2
-        J = torch.zeros(C, H, W, C, H, W, dtype=x1.dtype, device=x1.device)
-        ar = torch.arange(W, device=x1.device)
-        for h in range(H):
-            h0, h1 = max(0, h - r), min(H, h + r + 1)
-            rows = ((torch.arange(C, device=x1.device)[:, None] * H + h) * W + ar[None, :]).reshape(1, -1)
-            cols = ((torch.arange(C, device=x1.device)[:, None, None] * H + torch.arange(h0, h1, device=x1.device)[
-                None, :, None]) * W + ar[None, None, :]).reshape(1, -1)
-            blk = self._cov_blocks(X, Wf, m, P, rows, cols)[0]
-            J[:, h, :, :, h0:h1, :] = blk.reshape(C, W, C, h1 - h0, W)
-        return (torch.sqrt(ab) / v) * J.reshape(self.n, self.n)
+        N, r, CW = X.shape[0], P // 2, self.C * self.W
+        Xh = X.reshape(N, C, H, W).permute(2, 0, 1, 3).reshape(H, N, CW)  # (H, N, C·W): pixel row h
+        Wh = Wf.reshape(N, H, W).permute(1, 2, 0)  # (H, W, N)
+        WXt = (Wh[:, None, :, :] * Xh.reshape(H, N, C, W).permute(0, 2, 3, 1)).reshape(H, CW, N)
+        mh = m.reshape(C, H, W).permute(1, 0, 2).reshape(H, CW)  # (H, C·W)
+        ww = torch.arange(W, device=x1.device)
+        mask = ((ww[:, None] - ww[None, :]).abs() <= r).to(X.dtype)  # (W, W')
+        mask = mask[None, :, None, :].expand(C, W, C, W).reshape(CW, CW)
+        Jp = torch.zeros(H, H, CW, CW, dtype=x1.dtype, device=x1.device)  # (h, h', (c, w), (d, w'))
+        for dlt in range(-r, r + 1):
+            h0, h1 = max(0, -dlt), min(H, H - dlt)  # output rows h with 0 ≤ h + δ < H
+            if h1 <= h0:
+                continue
+            Xs = Xh[h0 + dlt:h1 + dlt]  # (L, N, C·W)
+            A = torch.bmm(WXt[h0:h1], Xs)  # (L, C·W, C·W)
+            mu = torch.bmm(Wh[h0:h1], Xs)  # (L, W, C·W)
+            blk = A - mh[h0:h1, :, None] * mu[:, None, :, :].expand(-1, C, -1, -1).reshape(h1 - h0, CW, CW)
+            hs = torch.arange(h0, h1, device=x1.device)
+            Jp[hs, hs + dlt] = blk * mask
+        J = Jp.reshape(H, H, C, W, C, W).permute(2, 0, 3, 4, 1, 5).reshape(self.n, self.n)
+        return (torch.sqrt(ab) / v) * J
 
     def _x0_jacobian1(self, x1, t):
         if not self.equivariant:
@@ -539,6 +552,28 @@ def _ideal_parts(model, xb, t, t_prev):
     return expand + b / np.sqrt(v), -b * a / v ** 1.5, Y
 
 
+def _gram_top_eigenvalue(Y, maxiter: int = 30) -> float:
+    """σ_max(Y)² to float64 round-off: Lanczos (ARPACK, tol = 0) on z ↦ Yᵀ(Y z) (or Y(Yᵀ z), the
+    smaller side), without forming the Gram matrix; the dense Gram and a symmetric eigen-solver
+    when Lanczos has not converged after ``maxiter`` restarts."""
+    from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+
+    N, n = Y.shape
+    if min(N, n) <= 64:
+        return float(np.linalg.norm(Y, 2) ** 2) if Y.size else 0.0
+    small = N < n
+    k = N if small else n
+    mv = (lambda z: Y @ (Y.T @ z)) if small else (lambda z: Y.T @ (Y @ z))
+    op = LinearOperator((k, k), matvec=mv, matmat=mv, rmatvec=mv, dtype=np.float64)
+    try:
+        return float(eigsh(op, k=1, which="LA", tol=0, maxiter=maxiter, return_eigenvectors=False,
+                           v0=np.random.default_rng(0).standard_normal(k))[0])
+    except ArpackNoConvergence:
+        Yt = torch.from_numpy(Y)
+        G = Yt @ Yt.T if small else Yt.T @ Yt
+        return float(torch.linalg.eigvalsh(0.5 * (G + G.T))[-1])
+
+
 def _gauss_gain(model, t, t_prev):
     from .ddim import step_coefficients
 
@@ -605,9 +640,13 @@ def step_norm(model, x, t, t_prev=None, *, J=None) -> float:
 
     Exact Gaussian: max_i |g_i| over the eigenvalues g of J_x Φ = U diag(g) Uᵀ (symmetric);
     ideal denoiser: J_x Φ = c0 I + c1 YᵀY is symmetric with eigenvalues c0 + c1 σ_i²(Y), plus c0
-    itself when Y (N_w × n) has fewer rows than n; σ² from the smaller Gram matrix (Y Yᵀ or YᵀY) by
-    a symmetric eigen-solver; local machine (and any other model): :func:`pifs.block_jacobian.exact_norm`
-    of the dense Jacobian (:func:`dense_step_jacobian`, or ``J`` when given). Exact to float64
+    itself when Y (N_w × n) has fewer rows than n; on a DDIM step c0 = √(v_{t'}/v_t) > 0 and c1 ≥ 0,
+    so the norm is c0 + c1 σ_max²(Y), σ_max² by Lanczos to round-off on the smaller Gram operator
+    (Y Yᵀ or YᵀY, never formed; the dense Gram and a symmetric eigen-solver when Lanczos stalls;
+    for other signs all σ² by the dense eigen-solver); local machine: Lanczos (tol = 0) on the sparse
+    form of its banded dense Jacobian (:func:`dense_step_jacobian`, or ``J`` when given), the dense
+    route of :func:`pifs.block_jacobian.exact_norm` when Lanczos stalls; other models: that
+    :func:`pifs.block_jacobian.exact_norm` of the dense Jacobian. Exact to float64
     round-off; not an estimate.
 
     Parameters
@@ -636,17 +675,45 @@ def step_norm(model, x, t, t_prev=None, *, J=None) -> float:
     if kind == "gaussian":
         return float(np.abs(_gauss_gain(model, t, t_prev)).max())
     if kind == "ideal":
-        c0, c1, Y = _ideal_parts(model, xb, t, t_prev)
-        Yt = torch.from_numpy(Y)
-        gram = Yt @ Yt.T if Y.shape[0] < Y.shape[1] else Yt.T @ Yt
-        s2 = torch.linalg.eigvalsh(0.5 * (gram + gram.T)).numpy()
-        vals = c0 + c1 * s2
-        if Y.shape[0] < Y.shape[1]:
-            vals = np.append(vals, c0)
-        return float(np.abs(vals).max())
+        return _ideal_norm(*_ideal_parts(model, xb, t, t_prev))
     if J is None:
         J = dense_step_jacobian(model, xb[0], t, t_prev)
+    if kind == "local":
+        return _banded_norm(J)
     return float(exact_norm(J))
+
+
+def _banded_norm(J, maxiter: int = 50) -> float:
+    """‖J‖_op of a banded dense J: Lanczos (ARPACK svds, tol = 0) on its sparse form (the local
+    machine's J has ≈ 3P²/n of its entries nonzero); the dense route of
+    :func:`pifs.block_jacobian.exact_norm` when Lanczos has not converged after ``maxiter`` restarts."""
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import ArpackNoConvergence, svds
+
+    from .block_jacobian import exact_norm
+
+    J = np.asarray(J, dtype=np.float64)
+    A = sp.csr_matrix(J)
+    if A.nnz > 0.25 * J.size:
+        return float(exact_norm(J))
+    try:
+        return float(svds(A, k=1, tol=0, maxiter=maxiter, v0=np.random.default_rng(0).standard_normal(J.shape[1]),
+                          return_singular_vectors=False)[0])
+    except ArpackNoConvergence:
+        return float(exact_norm(J))
+
+
+def _ideal_norm(c0, c1, Y):
+    """‖c0 I + c1 YᵀY‖_op exactly (see :func:`step_norm`)."""
+    if c0 >= 0 and c1 >= 0:  # every DDIM step t' < t: c0 = √(v_{t'}/v_t) > 0, c1 = −b ᾱ_t/v_t^{3/2} ≥ 0
+        return float(c0 + c1 * _gram_top_eigenvalue(Y))  # the eigenvalues c0 + c1 σ² ≥ c0 are positive
+    Yt = torch.from_numpy(Y)
+    gram = Yt @ Yt.T if Y.shape[0] < Y.shape[1] else Yt.T @ Yt
+    s2 = torch.linalg.eigvalsh(0.5 * (gram + gram.T)).numpy()
+    vals = c0 + c1 * s2
+    if Y.shape[0] < Y.shape[1]:
+        vals = np.append(vals, c0)
+    return float(np.abs(vals).max())
 
 
 def step_diag_blocks(model, x, t, t_prev, patch_idx) -> np.ndarray:
