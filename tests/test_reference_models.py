@@ -183,3 +183,34 @@ def test_exact_norm_dense_fallback_on_a_clustered_spectrum():
     for A in ((U * s) @ V.T, (U * s) @ U.T):
         assert abs(exact_norm(A, maxiter=1) - np.linalg.norm(A, 2)) < 1e-12
         assert abs(exact_norm(A) - np.linalg.norm(A, 2)) < 1e-12
+
+
+def test_exact_sweep_fast_routes_match_independent_computations():
+    from pifs import experiments as E
+    from pifs.ddim import ddim_chain
+    from pifs.exact_sweep import clear_cache, exact_sweep
+    from pifs.suppression import suppression_field
+
+    imgs = X8.numpy()
+    st = E.patch_statistics(imgs, 4)
+    chain = schedules.ddim_timesteps(50, 1000)
+    for m in (gaussian_from_images(imgs, AB), ideal_denoiser(imgs, AB), LocalScoreMachine(imgs, AB, 3)):
+        r = exact_sweep(m, st, chain=chain, seeds=(0,), block_steps=(281,), diag_steps=(101,), s_steps=(461,),
+                        global_steps=(981, 281, 101))
+        assert list(r["global"].t) == [981, 281, 101] and np.isnan(r["s_hat"].s_hat_exact).all()
+        xT = torch.randn((1, 3, 8, 8), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        with torch.no_grad():
+            _, traj = ddim_chain(m, xT, chain, return_trajectory=True)
+        pts = {int(t): traj[i, 0] for i, t in enumerate(chain[::-1])}
+        for t in (981, 281, 101):  # κ_t against the SVD of the autograd Jacobian
+            Jd = dense_jacobian(step_fn(m, t, t - 20), pts[t]).numpy()
+            k = float(r["global"].set_index("t").loc[t, "kappa_exact"])
+            assert abs(k - np.linalg.norm(Jd, 2)) < 1e-10
+            assert float(r["global"].set_index("t").loc[t, "kappa_pi"]) <= k + 1e-12
+        S = suppression_field(m, st.surrogate(AB), pts[461][None], 461, st.vecs, st.patch_idx, alpha_bar=AB,
+                              t_prev=441)[0].numpy()  # JVPs through the model
+        assert np.allclose(r["S"].sort_values("patch").S.values, S, atol=1e-9)
+        r2 = exact_sweep(m, st, chain=chain, seeds=(0,), block_steps=(281,), diag_steps=(), s_steps=(),
+                         global_steps=(281,))  # memoised: same numbers
+        assert r2["blocks"].kappa_diag.iloc[0] == r["blocks"].kappa_diag.iloc[0]
+        clear_cache(m)
