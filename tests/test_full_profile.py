@@ -190,3 +190,33 @@ def test_full_unknown_param_names_the_declared_parameters(tmp_path):
     assert "celeb_dir" in msg
     for name in ("celeba_dir", "cifar10_checkpoint", "celeba_checkpoint", "n_seeds"):
         assert name in msg, f"the error does not name the declared parameter {name!r}: {msg}"
+
+
+def test_full_preflight_passes_when_everything_is_present(stand_ins, tmp_path, monkeypatch):
+    """All 50,000 CIFAR-10 training images (official format, blank pixels), two saved checkpoints,
+    a folder of 200 images and a CUDA device (faked: this machine has none): nothing is reported."""
+    from pifs.build import FULL_CELEBA_MIN, FULL_CIFAR10_TRAIN, PreflightFailed, preflight_full
+
+    folder = tmp_path / "cifar" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    per = FULL_CIFAR10_TRAIN // 5
+    for name, n in [(f"data_batch_{i}", per) for i in range(1, 6)] + [("test_batch", 10)]:
+        with open(folder / name, "wb") as f:
+            pickle.dump({b"batch_label": name.encode(), b"labels": [0] * n, b"data": np.zeros((n, 3072), np.uint8),
+                         b"filenames": [b"x.png"] * n}, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": [f"class{i}".encode() for i in range(10)], b"num_cases_per_batch": per,
+                     b"num_vis": 3072}, f)
+    faces = make_faces(tmp_path / "faces", n=FULL_CELEBA_MIN, size=8)
+    monkeypatch.setenv("PIFS_DATA_DIR", str(tmp_path / "cifar"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    params = {"cifar10_checkpoint": str(stand_ins["ckpt"]), "celeba_checkpoint": str(stand_ins["ckpt"]),
+              "celeba_dir": str(faces)}
+    try:
+        preflight_full(params)
+    except PreflightFailed as exc:  # pragma: no cover - the failure message is the point
+        pytest.fail(f"pre-flight refused a complete set-up: {exc}")
+    with pytest.raises(PreflightFailed, match="holds 199 images"):   # one image short is refused
+        (faces / "00000.png").unlink()
+        preflight_full(params)
