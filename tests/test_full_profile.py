@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-S7 = ("07_setup_suppression", "07_regimes_crossover", "07_deviation_dimension")
+S7 = ("07_setup_suppression", "07_regimes_crossover", "07_deviation_dimension", "07_reference_models")
 N_TRAIN_PER_BATCH = 40          # 200 training images in five batches
 N_TEST = 40
 N_FACES = 20                    # the CelebA-HQ stand-in
@@ -98,6 +98,9 @@ def overrides(ckpt: Path, faces: Path) -> dict[str, dict]:
                                    "proxy_timesteps": [999, 900, 800, 600], "n_traj": 2, "n_s_timesteps": 2, "n_q": 2,
                                    "ky_eval_every": 48, "n_ky_images": 0, "exact_size": 16, "exact_proxy": 3,
                                    "local_proxy": 1, "exact_traj": 2, "local_traj": 1, "exact_q": 2, "local_q": 1},
+        "07_reference_models": {**common, "image_size": 32, "n_seeds": 1, "memo_points": 2, "est_steps": [981, 21],
+                                "gauss_all_steps": False, "est_block_steps": [21],
+                                "net_steps": [981]},
     }
 
 
