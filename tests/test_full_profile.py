@@ -159,6 +159,8 @@ def test_full_profile_runs_every_s7_notebook(stand_ins, tmp_path, monkeypatch):
             assert any(r["basis"] == "exact-model" and r["id"].startswith(tab) for r in recs[s]), f"{s}: no exact {tab}"
         problems = validate(recs[s], strict=True)
         assert not problems, f"{s}: " + "; ".join(problems)
+    problems = validate([r for rs in recs.values() for r in rs], strict=True)   # all of §7, as the build checks them
+    assert not problems, "; ".join(problems)
     # §7.7 in full runs the paper's 49-step chain
     nb = json.loads((tmp_path / "executed" / "07_deviation_dimension.ipynb").read_text())
     text = "".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", []))
